@@ -1,0 +1,5 @@
+"""Allow ``python -m cellclass``."""
+
+from cellclass.cli import main
+
+raise SystemExit(main())
