@@ -1,0 +1,490 @@
+"""Accuracy, confusion, per-class scores, calibration, confidence intervals and paired tests.
+
+Plain numpy in, plain numbers out. Conventions used by every function:
+
+- labels: (N,) int ndarray with values 0..K-1;
+- probs / logits: (N, K) float ndarray, one row per image;
+- correct_a / correct_b: (N,) bool ndarray, whether a model (or a human) got each image
+  right, paired image by image.
+
+Bad input raises ValueError with a one-line message saying what was wrong.
+"""
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import optimize, special, stats
+
+_TEMPERATURE_BOUNDS = (0.01, 100.0)  # search range of fit_temperature; wide enough for CNNs
+
+
+# ---------------------------------------------------------------- input checks (private)
+def _labels(name: str, values: ArrayLike, n_classes: int | None = None) -> np.ndarray:
+    """Return `values` as a non-empty (N,) int64 array of labels in 0..n_classes-1."""
+    array = np.asarray(values)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array of labels, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer class labels, got dtype {array.dtype}")
+    if array.min() < 0:
+        raise ValueError(f"{name} has label {array.min()}; labels must be >= 0")
+    if n_classes is not None:
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int | np.integer):
+            raise ValueError(f"n_classes must be an int, got {n_classes!r}")
+        if array.max() >= n_classes:
+            raise ValueError(
+                f"{name} has label {array.max()} but n_classes is {n_classes}; "
+                f"labels must be 0..{n_classes - 1}"
+            )
+    return array.astype(np.int64)
+
+
+def _same_length(names: tuple[str, str], a: np.ndarray, b: np.ndarray, noun: str) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"{names[0]} has {len(a)} {noun} but {names[1]} has {len(b)}")
+
+
+def _label_pair(
+    a: ArrayLike, b: ArrayLike, n_classes: int | None = None, names=("y_true", "y_pred")
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check two equal-length label arrays; returns both as (N,) int64."""
+    a, b = _labels(names[0], a, n_classes), _labels(names[1], b, n_classes)
+    _same_length(names, a, b, "labels")
+    return a, b
+
+
+def _flag_pair(correct_a: ArrayLike, correct_b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Check two equal-length (N,) arrays of bools (or 0/1); returns both as bool."""
+    flags = []
+    for name, values in (("correct_a", correct_a), ("correct_b", correct_b)):
+        array = np.asarray(values)
+        if array.ndim != 1 or array.size == 0:
+            raise ValueError(f"{name} must be a non-empty 1-D array of bools, got {array.shape}")
+        if array.dtype != bool and not np.isin(array, (0, 1)).all():
+            raise ValueError(f"{name} must hold bools (or 0/1), got values like {array[:3]}")
+        flags.append(array.astype(bool))
+    _same_length(("correct_a", "correct_b"), *flags, "images")
+    return flags[0], flags[1]
+
+
+def _values(name: str, values: ArrayLike) -> np.ndarray:
+    """Return `values` as a non-empty, finite (N,) float64 array."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _scores(name: str, scores: ArrayLike, y_true: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Check finite (N, K) float scores against (N,) labels below K."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N images, K classes), got shape {scores.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    y_true = _labels("y_true", y_true, scores.shape[1])
+    if scores.shape[0] != y_true.size:
+        raise ValueError(f"{name} has {scores.shape[0]} rows but y_true has {y_true.size} labels")
+    return scores, y_true
+
+
+def _level(level: float) -> float:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
+    return float(level)
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+# ---------------------------------------------------------------- classification scores
+def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Fraction of images, in [0, 1], whose predicted label is the true label.
+
+    Parameters
+    ----------
+    y_true, y_pred : (N,) ndarray of int
+    """
+    y_true, y_pred = _label_pair(y_true, y_pred)
+    return float(np.mean(y_true == y_pred))
+
+
+def _confusion(a: np.ndarray, b: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.bincount(a * n_classes + b, minlength=n_classes * n_classes)
+    return counts.reshape(n_classes, n_classes).astype(np.int64)
+
+
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> np.ndarray:
+    """Count images by (true class, predicted class).
+
+    Parameters
+    ----------
+    y_true, y_pred : (N,) ndarray of int, values 0..n_classes-1
+    n_classes : int
+        K; classes absent from both arrays still get a row and a column.
+
+    Returns
+    -------
+    (K, K) ndarray of int64
+        ``matrix[i, j]`` = number of images of true class i predicted as class j.
+    """
+    y_true, y_pred = _label_pair(y_true, y_pred, n_classes)
+    return _confusion(y_true, y_pred, n_classes)
+
+
+def per_class_scores(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support of each class.
+
+    A score whose denominator is zero (a class never predicted, or absent from `y_true`)
+    is reported as 0, like scikit-learn's ``zero_division=0``.
+
+    Parameters
+    ----------
+    y_true, y_pred : (N,) ndarray of int, values 0..n_classes-1
+    n_classes : int
+
+    Returns
+    -------
+    dict
+        ``"precision"``, ``"recall"``, ``"f1"``: (K,) float64; ``"support"``: (K,) int64,
+        the number of images of each true class.
+    """
+    matrix = confusion_matrix(y_true, y_pred, n_classes)
+    hits = np.diag(matrix).astype(np.float64)  # (K,)
+    support, predicted = matrix.sum(axis=1), matrix.sum(axis=0)  # (K,), (K,)
+    zeros = np.zeros(n_classes)
+    precision = np.divide(hits, predicted, out=zeros.copy(), where=predicted > 0)
+    recall = np.divide(hits, support, out=zeros.copy(), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=zeros.copy(), where=both > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+# ---------------------------------------------------------------- calibration
+def softmax(logits: ArrayLike, *, temperature: float = 1.0) -> np.ndarray:
+    """Numerically stable softmax of ``logits / temperature`` over the last axis.
+
+    Parameters
+    ----------
+    logits : (..., K) ndarray of float
+    temperature : float, optional
+        Positive; > 1 softens the probabilities, < 1 sharpens them.
+
+    Returns
+    -------
+    (..., K) ndarray of float64, rows summing to 1
+    """
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    return special.softmax(scaled, axis=-1)  # subtracts the row max before exp
+
+
+def reliability_bins(probs: ArrayLike, y_true: ArrayLike, *, n_bins: int = 15) -> dict:
+    """Group images into equal-width bins over [0, 1] of confidence (max probability).
+
+    Bin i holds confidences in ``(edges[i], edges[i+1]]``; the first also holds 0. The
+    predicted class is the argmax (ties go to the lowest class index).
+
+    Parameters
+    ----------
+    probs : (N, K) ndarray of float, non-negative rows summing to 1
+    y_true : (N,) ndarray of int
+    n_bins : int, optional
+
+    Returns
+    -------
+    dict
+        ``"confidence"``, ``"accuracy"``: (n_bins,) float64 means per bin, NaN where the bin
+        is empty; ``"count"``: (n_bins,) int64; ``"edges"``: (n_bins + 1,) float64.
+    """
+    probs, y_true = _scores("probs", probs, y_true)
+    n_bins = _positive_int("n_bins", n_bins)
+    row_sums = probs.sum(axis=1)
+    if (probs < 0).any() or not np.allclose(row_sums, 1.0, atol=1e-3):
+        bad = int(np.argmax(np.abs(row_sums - 1.0)))
+        raise ValueError(
+            f"probs must be non-negative rows summing to 1 (row {bad} sums to "
+            f"{row_sums[bad]:.4g}); pass softmax(logits), not logits"
+        )
+    confidence = probs.max(axis=1)  # (N,)
+    correct = probs.argmax(axis=1) == y_true  # (N,)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.searchsorted(edges[1:-1], confidence, side="left")  # (N,) in 0..n_bins-1
+    count = np.bincount(index, minlength=n_bins).astype(np.int64)
+    bins = {"count": count, "edges": edges}
+    with np.errstate(invalid="ignore"):  # empty bins: 0 / 0 = NaN on purpose
+        bins["confidence"] = np.bincount(index, weights=confidence, minlength=n_bins) / count
+        bins["accuracy"] = np.bincount(index, weights=correct, minlength=n_bins) / count
+    return bins
+
+
+def expected_calibration_error(probs: ArrayLike, y_true: ArrayLike, *, n_bins: int = 15) -> float:
+    """Expected calibration error in [0, 1]: sum over confidence bins of share * |acc - conf|.
+
+    0 when the mean confidence matches the accuracy in every bin.
+
+    Parameters
+    ----------
+    probs : (N, K) ndarray of float, non-negative rows summing to 1
+    y_true : (N,) ndarray of int
+    n_bins : int, optional
+        Number of equal-width confidence bins, as in `reliability_bins`.
+    """
+    bins = reliability_bins(probs, y_true, n_bins=n_bins)
+    used = bins["count"] > 0
+    gaps = np.abs(bins["accuracy"][used] - bins["confidence"][used])
+    return float(np.sum(bins["count"][used] * gaps) / bins["count"].sum())
+
+
+def fit_temperature(logits: ArrayLike, y_true: ArrayLike) -> float:
+    """Temperature T > 0 (a float) minimising the mean NLL of softmax(logits / T).
+
+    Fit on held-out images, then use ``softmax(logits, temperature=T)``. The bounded search
+    runs over log T for T in [0.01, 100]. On perfectly separated data the NLL keeps falling
+    as T -> 0, so the T returned there is merely "small" and not meaningful.
+
+    Parameters
+    ----------
+    logits : (N, K) ndarray of float
+    y_true : (N,) ndarray of int
+    """
+    logits, y_true = _scores("logits", logits, y_true)
+    true_logit = logits[np.arange(y_true.size), y_true]  # (N,)
+
+    def mean_nll(log_t: float) -> float:
+        scale = np.exp(-log_t)
+        return float(np.mean(special.logsumexp(logits * scale, axis=1) - true_logit * scale))
+
+    bounds = np.log(_TEMPERATURE_BOUNDS)
+    result = optimize.minimize_scalar(
+        mean_nll, bounds=bounds, method="bounded", options={"xatol": 1e-6}
+    )
+    return float(np.exp(result.x))
+
+
+# ---------------------------------------------------------------- intervals and summaries
+def wilson_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval ``(low, high)`` (no continuity correction) of the proportion k / n.
+
+    Parameters
+    ----------
+    k, n : int
+        Successes and trials, 0 <= k <= n, n >= 1.
+    level : float, optional
+    """
+    if int(k) != k or int(n) != n or n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need integers 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    z = stats.norm.ppf(0.5 + _level(level) / 2)
+    share, denominator = k / n, 1 + z**2 / n
+    center = (share + z**2 / (2 * n)) / denominator
+    half = z * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2)) / denominator
+    return float(max(0.0, center - half)), float(min(1.0, center + half))
+
+
+def mean_interval(values: ArrayLike, *, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval of the mean.
+
+    Parameters
+    ----------
+    values : (N,) ndarray of float
+        E.g. test accuracies of N training runs.
+    level : float, optional
+
+    Returns
+    -------
+    (mean, low, high) : tuple of float
+        With a single value the interval is undefined: ``(v, nan, nan)``.
+    """
+    values, level = _values("values", values), _level(level)
+    mean = float(values.mean())
+    if values.size == 1:
+        return mean, float("nan"), float("nan")
+    standard_error = values.std(ddof=1) / np.sqrt(values.size)
+    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * standard_error
+    return mean, float(mean - half), float(mean + half)
+
+
+def summarize(values: ArrayLike) -> dict[str, float]:
+    """Summary of repeated measurements, e.g. test accuracies over runs.
+
+    Parameters
+    ----------
+    values : (N,) ndarray of float
+
+    Returns
+    -------
+    dict
+        ``"n"`` (int), ``"mean"``, ``"sd"`` (ddof=1), ``"ci_low"``, ``"ci_high"`` (95 % t
+        interval), ``"min"``, ``"max"``; sd and the interval are NaN when n = 1.
+    """
+    values = _values("values", values)
+    mean, low, high = mean_interval(values)
+    sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+    summary = {"n": int(values.size), "mean": mean, "sd": sd, "ci_low": low, "ci_high": high}
+    return summary | {"min": float(values.min()), "max": float(values.max())}
+
+
+# ---------------------------------------------------------------- paired comparisons
+def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike) -> dict:
+    """Exact McNemar test: do A and B (models, or a model and a human) differ on the same images?
+
+    Parameters
+    ----------
+    correct_a, correct_b : (N,) ndarray of bool
+
+    Returns
+    -------
+    dict
+        ``"b01"`` (A wrong, B right) and ``"b10"`` (A right, B wrong): int counts;
+        ``"statistic"``: min(b01, b10); ``"p_value"``: the two-sided exact binomial
+        ``min(1, 2 P(Binom(b01 + b10, 1/2) <= statistic))``, 1.0 with no discordant pairs.
+    """
+    a, b = _flag_pair(correct_a, correct_b)
+    b01, b10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
+    statistic, p_value = min(b01, b10), 1.0
+    if b01 + b10 > 0:
+        p_value = min(1.0, 2.0 * float(stats.binom.cdf(statistic, b01 + b10, 0.5)))
+    return {"b01": b01, "b10": b10, "statistic": statistic, "p_value": p_value}
+
+
+def cohen_kappa(labels_a: ArrayLike, labels_b: ArrayLike, n_classes: int | None = None) -> float:
+    """Cohen's kappa in [-1, 1]: agreement of two raters on the same images beyond chance.
+
+    1 is perfect agreement. NaN when both raters put every image in the same single class
+    (chance agreement is then 1 and kappa is undefined).
+
+    Parameters
+    ----------
+    labels_a, labels_b : (N,) ndarray of int
+    n_classes : int, optional
+        Defaults to the largest label + 1.
+    """
+    names = ("labels_a", "labels_b")
+    a, b = _label_pair(labels_a, labels_b, names=names)
+    n_classes = int(max(a.max(), b.max())) + 1 if n_classes is None else n_classes
+    a, b = _label_pair(a, b, n_classes, names=names)
+    table = _confusion(a, b, n_classes) / a.size  # (K, K) joint proportions
+    observed, expected = np.trace(table), table.sum(axis=1) @ table.sum(axis=0)
+    if expected == 1.0:
+        return float("nan")
+    return float((observed - expected) / (1.0 - expected))
+
+
+def bootstrap_difference(
+    correct_a: ArrayLike,
+    correct_b: ArrayLike,
+    *,
+    rng: np.random.Generator,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Paired bootstrap over images: percentile interval of accuracy(A) - accuracy(B).
+
+    Resampling N images with replacement only changes how many land in each cell (A right
+    B wrong, A wrong B right, concordant), so the cell counts are drawn from the equivalent
+    multinomial: the same bootstrap distribution at O(n_boot) cost.
+
+    Parameters
+    ----------
+    correct_a, correct_b : (N,) ndarray of bool
+    rng : numpy.random.Generator
+        The same seed gives the same interval.
+    n_boot : int, optional
+    level : float, optional
+
+    Returns
+    -------
+    dict
+        ``"difference"`` (observed), ``"ci_low"``, ``"ci_high"``.
+    """
+    a, b = _flag_pair(correct_a, correct_b)
+    n_boot, level = _positive_int("n_boot", n_boot), _level(level)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(
+            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {rng!r}"
+        )
+    n, only_a, only_b = a.size, int(np.sum(a & ~b)), int(np.sum(~a & b))
+    cells = np.array([only_a, only_b, n - only_a - only_b]) / n
+    draws = rng.multinomial(n, cells, size=n_boot)  # (n_boot, 3)
+    differences = (draws[:, 0] - draws[:, 1]) / n  # (n_boot,)
+    low, high = np.quantile(differences, [0.5 - level / 2, 0.5 + level / 2])
+    return {"difference": (only_a - only_b) / n, "ci_low": float(low), "ci_high": float(high)}
+
+
+def empirical_p_value(observed: float, null_values: ArrayLike) -> float:
+    """One-sided p-value ``(1 + #(null >= observed)) / (1 + n_null)``, in (0, 1].
+
+    Parameters
+    ----------
+    observed : float
+        The observed statistic; larger means more extreme.
+    null_values : (M,) ndarray of float
+        The statistic under the null hypothesis, e.g. from label-shuffled runs.
+    """
+    null_values = _values("null_values", null_values)
+    if not np.isfinite(observed):
+        raise ValueError(f"observed must be a finite number, got {observed}")
+    return float((1 + np.sum(null_values >= observed)) / (1 + null_values.size))
+
+
+def welch_t_test(a: ArrayLike, b: ArrayLike, *, level: float = 0.95) -> dict[str, float]:
+    """Welch's unequal-variance t test of mean(a) - mean(b), e.g. accuracies over runs.
+
+    Parameters
+    ----------
+    a, b : (N_a,), (N_b,) ndarray of float
+        Per-run values of two models, at least 2 each.
+    level : float, optional
+        Confidence level of the interval.
+
+    Returns
+    -------
+    dict
+        ``"difference"``, ``"t"``, ``"df"`` (Welch-Satterthwaite), ``"p_value"``
+        (two-sided), ``"ci_low"``, ``"ci_high"``. When both groups have zero variance the
+        test is undefined and all but the difference are NaN.
+    """
+    a, b, level = _values("a", a), _values("b", b), _level(level)
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"welch_t_test needs >= 2 values per group, got {a.size} and {b.size}")
+    var_a, var_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size  # squared standard errors
+    difference = float(a.mean() - b.mean())
+    t = df = p_value = half = float("nan")
+    if var_a + var_b > 0:  # both groups constant: the test is undefined, leave NaN
+        standard_error = np.sqrt(var_a + var_b)
+        df = (var_a + var_b) ** 2 / (var_a**2 / (a.size - 1) + var_b**2 / (b.size - 1))
+        t = difference / standard_error
+        half = float(stats.t.ppf(0.5 + level / 2, df) * standard_error)
+        p_value = float(2 * stats.t.sf(abs(t), df))
+    ci = {"ci_low": difference - half, "ci_high": difference + half}
+    return {"difference": difference, "t": float(t), "df": float(df), "p_value": p_value} | ci
+
+
+# ---------------------------------------------------------------- run-to-run stability
+def agreement(predictions: ArrayLike) -> np.ndarray:
+    """Per image, the fraction of runs that predicted its majority (most common) label.
+
+    Parameters
+    ----------
+    predictions : (R, N) ndarray of int
+        Predicted labels of R runs on the same N images.
+
+    Returns
+    -------
+    (N,) ndarray of float64 in [1/R, 1]
+        1 means every run agreed; ties give the same fraction whichever label wins.
+    """
+    predictions = np.asarray(predictions)
+    if predictions.ndim != 2:
+        raise ValueError(f"predictions must be 2-D (runs, images), got shape {predictions.shape}")
+    n_runs, n_images = predictions.shape
+    predictions = _labels("predictions", predictions.ravel()).reshape(n_runs, n_images)
+    n_labels = int(predictions.max()) + 1
+    codes = predictions + n_labels * np.arange(n_images)  # (R, N) unique per (image, label)
+    counts = np.bincount(codes.ravel(), minlength=n_labels * n_images)
+    return counts.reshape(n_images, n_labels).max(axis=1) / n_runs

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from cellclass.models import MODELS, build_model, count_parameters, summary
+
+
+@pytest.mark.parametrize(("name", "expected"), [("badger", 154_882), ("badger-deep", 179_608)])
+def test_reference_parameter_counts_match_the_study(name, expected):
+    model = build_model(name, in_channels=3, n_classes=2, image_size=256)
+    assert count_parameters(model) == expected
+
+
+def test_badger_has_nine_convs_and_eight_pools_in_the_study_order():
+    model = build_model("badger", in_channels=3, n_classes=2, image_size=256)
+    convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert convs == [16, 16, 16, 32, 32, 32, 64, 64, 64]
+    assert len(pools) == 8
+    assert all(m.kernel_size == (3, 3) and m.padding == "same" for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d))
+
+
+def test_keras_initialisation_zero_biases_and_glorot_range():
+    model = build_model("badger", in_channels=3, n_classes=2, image_size=256)
+    conv = model.features[0]
+    assert torch.count_nonzero(conv.bias) == 0
+    limit = (6 / (3 * 9 + 16 * 9)) ** 0.5  # Glorot uniform: sqrt(6 / (fan_in + fan_out))
+    assert conv.weight.abs().max() <= limit
+    assert conv.weight.abs().max() > 0.8 * limit
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize(("channels", "size", "classes"), [(1, 32, 2), (3, 64, 5), (4, 256, 3)])
+def test_every_model_gives_finite_logits(name, channels, size, classes):
+    model = build_model(name, in_channels=channels, n_classes=classes, image_size=size)
+    out = model(torch.rand(2, channels, size, size))
+    assert out.shape == (2, classes)
+    assert torch.isfinite(out).all()
+
+
+def test_same_seed_same_weights():
+    torch.manual_seed(3)
+    a = build_model("badger", in_channels=1, n_classes=2, image_size=32)
+    torch.manual_seed(3)
+    b = build_model("badger", in_channels=1, n_classes=2, image_size=32)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_summary_lists_layers_and_total():
+    model = build_model("badger", in_channels=3, n_classes=2, image_size=256)
+    text = summary(model, (3, 256, 256))
+    assert "Total params: 154,882" in text
+    assert "(None, 16, 256, 256)" in text and "(None, 64, 1, 1)" in text
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(ValueError, match="badger"):
+        build_model("resnet-9000", in_channels=3, n_classes=2, image_size=256)
