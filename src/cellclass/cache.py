@@ -1,0 +1,345 @@
+"""Decoded, resized pixels in a memory-mapped store, keyed by file content and preprocessing.
+
+Decoding a folder of PNG or TIFF files is the slow part of an epoch, so cellclass decodes each
+file once per experiment (and, thanks to the on-disk cache, once per machine): every image is
+read, its channels picked, resized to the model size and written in its *native* dtype
+(uint8 or uint16, never squashed) into one ``(N, S, S, C)`` array on disk. Training then reads
+batches straight from that memmap; normalisation to [0, 1] is a per-channel affine map applied
+to whole batches (see `normalize_batch`), so there is no per-image Python work in an epoch.
+
+Decoding is also the verification: a corrupt or truncated file is found here, before any
+training starts, and reported with every other bad file in one `BadImagesError`.
+
+The store's key is a hash of every file's bytes plus the preprocessing, so renaming a folder
+reuses the cache while editing one pixel does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cellclass.images import (
+    ImageReadError,
+    Normalization,
+    effective_bit_depth,
+    image_percentiles,
+    read_image,
+    resize,
+    select_channels,
+)
+
+STORE_VERSION = 1  # bump when the store layout or decoding changes
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    image_size: int = 256  # images are resized to image_size x image_size (the model's input)
+    channels: tuple[int, ...] | None = None  # channels picked/mapped after decoding; None keeps all
+    page: int = 0  # page of multi-page TIFF files
+    normalization: Normalization = field(default_factory=lambda: Normalization("dataset"))
+
+    def store_key_fields(self) -> dict:
+        """The fields that change the stored pixels (normalisation is applied later)."""
+        return {"image_size": self.image_size, "channels": self.channels, "page": self.page}
+
+
+def preprocessing_to_dict(prep: Preprocessing) -> dict:
+    return asdict(prep)
+
+
+def preprocessing_from_dict(data: dict) -> Preprocessing:
+    """Inverse of `preprocessing_to_dict` (JSON turns tuples into lists)."""
+    norm = data["normalization"]
+    normalization = Normalization(
+        mode=norm["mode"],
+        low=tuple(norm.get("low", ())),
+        high=tuple(norm.get("high", ())),
+        percentiles=tuple(norm.get("percentiles", (0.5, 99.5))),
+    )
+    channels = data.get("channels")
+    return Preprocessing(
+        image_size=int(data["image_size"]),
+        channels=tuple(channels) if channels is not None else None,
+        page=int(data.get("page", 0)),
+        normalization=normalization,
+    )
+
+
+class BadImagesError(ValueError):
+    """One or more files could not be decoded; ``bad`` lists (path, reason)."""
+
+    def __init__(self, bad: list[tuple[Path, str]]):
+        self.bad = bad
+        listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
+        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+        super().__init__(
+            f"{len(bad)} unreadable image(s): {listed}{more}. "
+            "Fix or remove them, or pass --skip-bad-images to leave them out."
+        )
+
+
+@dataclass(frozen=True)
+class PixelStore:
+    pixels: np.ndarray  # (N, S, S, C) uint8/uint16/float32 memmap: resized, not normalised
+    low: np.ndarray  # (N, C) float32 per-image low percentile (for "image" normalisation)
+    high: np.ndarray  # (N, C) float32 per-image high percentile
+    bit_depth: int  # largest effective bit depth among the images
+    paths: tuple[Path, ...]  # the decoded files, in store order
+    bad: tuple[tuple[Path, str], ...] = ()  # files skipped as unreadable, with the reason
+
+    @property
+    def channels(self) -> int:
+        return int(self.pixels.shape[-1])
+
+
+def default_cache_dir() -> Path:
+    """``$CELLCLASS_CACHE``, else ``$XDG_CACHE_HOME/cellclass``, else ``~/.cache/cellclass``."""
+    if os.environ.get("CELLCLASS_CACHE"):
+        return Path(os.environ["CELLCLASS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cellclass"
+
+
+def load_store(
+    paths: Sequence[Path],
+    prep: Preprocessing,
+    *,
+    cache_dir: Path | None = None,
+    skip_bad: bool = False,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PixelStore:
+    """Decode ``paths`` into a pixel store, or open the cached one.
+
+    Parameters
+    ----------
+    paths : image files, in the order the store keeps them.
+    prep : preprocessing; only size, channels and page affect the stored pixels.
+    skip_bad : leave unreadable files out (listed in ``store.bad``) instead of raising.
+    progress : called with the number of files finished since the last call.
+
+    Raises
+    ------
+    BadImagesError
+        Some files could not be decoded and ``skip_bad`` is False.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no images to load")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = _store_key(paths, prep)
+    folder = cache_dir / key
+    if not (folder / "meta.json").is_file():
+        _build_store(folder, paths, prep, workers=workers, progress=progress)
+    elif progress is not None:
+        progress(len(paths))
+    store = _open_store(folder, paths)
+    if store.bad and not skip_bad:
+        raise BadImagesError(list(store.bad))
+    return store
+
+
+def _store_key(paths: list[Path], prep: Preprocessing) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([STORE_VERSION, prep.store_key_fields()]).encode())
+    for path in paths:
+        digest.update(_file_digest(path))
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "blake2b").digest()
+    except OSError as error:
+        return f"unreadable:{path}:{error.strerror}".encode()
+
+
+def _decode(path: Path, prep: Preprocessing) -> np.ndarray:
+    """One file -> (S, S, C) native-dtype pixels. Raises ImageReadError or ValueError."""
+    image = read_image(path, page=prep.page)
+    image = select_channels(image, prep.channels)
+    return resize(image, prep.image_size)
+
+
+def _build_store(
+    folder: Path, paths: list[Path], prep: Preprocessing, *, workers, progress
+) -> None:
+    reference = _first_decodable(paths, prep)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shape = (len(paths), *reference.shape)
+    pixels = np.lib.format.open_memmap(tmp / "pixels.npy", "w+", reference.dtype, shape)
+    ok, depths, errors = _decode_all(pixels, paths, prep, reference, workers, progress)
+    pixels.flush()
+    low, high = _percentiles_in_chunks(pixels, prep)
+    meta = {
+        "version": STORE_VERSION,
+        "paths": [str(p) for p in paths],
+        "ok": ok.tolist(),
+        "bad": {str(paths[i]): reason for i, reason in sorted(errors.items())},
+        "bit_depth": int(depths.max()) if ok.any() else 8,
+        "preprocessing": prep.store_key_fields(),
+    }
+    np.save(tmp / "low.npy", low)
+    np.save(tmp / "high.npy", high)
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    _publish(tmp, folder)
+
+
+def _decode_all(pixels, paths, prep, reference, workers, progress):
+    """Decode every file into its row of ``pixels`` with a thread pool.
+
+    Returns (ok (N,) bool, bit depths (N,) int64, {row: reason} for unreadable files).
+    """
+    ok = np.zeros(len(paths), dtype=bool)
+    depths = np.zeros(len(paths), dtype=np.int64)
+    errors: dict[int, str] = {}
+
+    def work(index: int) -> None:
+        try:
+            image = _coerce(_decode(paths[index], prep), reference, paths[index])
+            pixels[index] = image
+            depths[index] = effective_bit_depth(image)
+            ok[index] = True
+        except (ImageReadError, ValueError, OSError) as error:
+            errors[index] = _reason(error, paths[index])
+        if progress is not None:
+            progress(1)
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        list(pool.map(work, range(len(paths))))
+    return ok, depths, errors
+
+
+def _first_decodable(paths: list[Path], prep: Preprocessing) -> np.ndarray:
+    errors = []
+    for path in paths:
+        try:
+            return _decode(path, prep)
+        except (ImageReadError, ValueError, OSError) as error:
+            errors.append((path, _reason(error, path)))
+            if len(errors) >= 20:
+                break
+    raise BadImagesError(errors)
+
+
+def _reason(error: Exception, path: Path) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    prefix = f"{path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _coerce(image: np.ndarray, reference: np.ndarray, path: Path) -> np.ndarray:
+    """Make ``image`` match the store's channel count and dtype, or explain why it cannot."""
+    want = reference.shape[-1]
+    have = image.shape[-1]
+    if have != want:
+        if have == 1:
+            image = np.repeat(image, want, axis=-1)  # grayscale in a colour dataset
+        elif have == 4 and want == 3:
+            image = image[..., :3]  # drop alpha
+        elif have == 3 and want == 1 and _is_gray(image):
+            image = image[..., :1]  # grey saved as RGB
+        else:
+            raise ValueError(
+                f"has {have} channels while the first image has {want}; "
+                "pick channels with --channels"
+            )
+    if image.dtype != reference.dtype:
+        raise ValueError(
+            f"is {image.dtype} while the first image is {reference.dtype}; "
+            "convert the folder to one bit depth"
+        )
+    return image
+
+
+def _is_gray(image: np.ndarray) -> bool:
+    return bool(
+        np.array_equal(image[..., 0], image[..., 1])
+        and np.array_equal(image[..., 0], image[..., 2])
+    )
+
+
+def _percentiles_in_chunks(pixels: np.ndarray, prep: Preprocessing, chunk: int = 256):
+    percentiles = prep.normalization.percentiles
+    parts = [
+        image_percentiles(np.asarray(pixels[i : i + chunk]), percentiles)
+        for i in range(0, len(pixels), chunk)
+    ]
+    low = np.concatenate([p[0] for p in parts]).astype(np.float32)
+    high = np.concatenate([p[1] for p in parts]).astype(np.float32)
+    return low, high
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    """Atomically move a finished store into place (another process may have won the race)."""
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # an identical store already exists
+
+
+def _open_store(folder: Path, paths: list[Path]) -> PixelStore:
+    meta = json.loads((folder / "meta.json").read_text())
+    pixels = np.load(folder / "pixels.npy", mmap_mode="r")
+    low, high = np.load(folder / "low.npy"), np.load(folder / "high.npy")
+    ok = np.array(meta["ok"], dtype=bool)
+    bad = tuple((paths[i], meta["bad"][str(meta["paths"][i])]) for i in np.flatnonzero(~ok))
+    if not ok.all():
+        keep = np.flatnonzero(ok)
+        pixels, low, high = pixels[keep], low[keep], high[keep]  # copies only the good images
+    kept = tuple(p for p, good in zip(paths, ok, strict=True) if good)
+    return PixelStore(pixels, low, high, int(meta["bit_depth"]), kept, bad)
+
+
+def sample_pixels(store: PixelStore, *, max_images: int = 256) -> np.ndarray:
+    """Evenly spaced images of the store, (M, S, S, C), to fit a dataset normalisation."""
+    step = max(1, len(store.pixels) // max_images)
+    return np.asarray(store.pixels[::step][:max_images])
+
+
+def normalize_batch(
+    pixels: torch.Tensor,
+    norm: Normalization,
+    *,
+    low: torch.Tensor | None = None,
+    high: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, C, H, W) raw pixels -> float32 in [0, 1] by the normalisation's per-channel map.
+
+    For "image" normalisation ``low``/``high`` are the per-image percentiles, (B, C).
+    """
+    x = pixels.float()
+    if norm.mode == "image":
+        lo, hi = low[:, :, None, None], high[:, :, None, None]  # (B, C, 1, 1)
+    else:
+        lo = torch.tensor(norm.low, dtype=torch.float32)[None, :, None, None]
+        hi = torch.tensor(norm.high, dtype=torch.float32)[None, :, None, None]
+    return ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp_(0.0, 1.0)
+
+
+def load_normalized(
+    paths: Sequence[Path], prep: Preprocessing, *, cache_dir: Path | None = None
+) -> np.ndarray:
+    """Images exactly as the model sees them: (N, S, S, C) float32 in [0, 1]."""
+    store = load_store(paths, prep, cache_dir=cache_dir, skip_bad=False)
+    pixels = torch.from_numpy(np.ascontiguousarray(store.pixels)).permute(0, 3, 1, 2)
+    x = normalize_batch(
+        pixels,
+        prep.normalization,
+        low=torch.from_numpy(store.low),
+        high=torch.from_numpy(store.high),
+    )
+    return x.permute(0, 2, 3, 1).numpy()

@@ -1,0 +1,207 @@
+"""Use trained runs: evaluate them on new labelled folders, predict unlabelled images.
+
+A results folder's checkpoints carry everything needed: architecture, class map and the fitted
+preprocessing, so new images are seen exactly as the training images were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cellclass import results
+from cellclass.cache import load_store, preprocessing_from_dict
+from cellclass.experiment import (
+    Dataset,
+    ExperimentError,
+    Observer,
+    dataset_info,
+    load_dataset,
+    prediction_rows,
+)
+from cellclass.folders import is_hidden
+from cellclass.images import IMAGE_EXTENSIONS
+from cellclass.metrics import expected_calibration_error, softmax
+from cellclass.models import build_model
+from cellclass.train import Split, evaluate, predict_logits
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    run: int  # run number (seed = experiment seed + run)
+    model_name: str  # architecture
+    model: torch.nn.Module  # weights loaded, eval mode, CPU
+    meta: dict  # the checkpoint's metadata: class_names, preprocessing, seed...
+
+
+def load_runs(run_dir: str | Path, *, run: int | None = None) -> list[SavedRun]:
+    """Every saved run of a results folder (or only run ``run``), sorted by run number."""
+    folder = Path(run_dir) / "models"
+    paths = sorted(folder.glob("run-*.pt")) if folder.is_dir() else []
+    if not paths:
+        raise ExperimentError(f"{run_dir}: no trained runs (models/run-NN.pt) found")
+    loaded = []
+    for path in paths:
+        checkpoint = results.load_checkpoint(path)
+        if run is not None and checkpoint["run"] != run:
+            continue
+        model = build_model(
+            checkpoint["model"],
+            in_channels=checkpoint["in_channels"],
+            n_classes=len(checkpoint["class_names"]),
+            image_size=checkpoint["image_size"],
+        )
+        model.load_state_dict(checkpoint["state_dict"])
+        model.eval()
+        loaded.append(SavedRun(checkpoint["run"], checkpoint["model"], model, checkpoint))
+    if not loaded:
+        raise ExperimentError(f"{run_dir}: no run {run}; see {folder} for the saved runs")
+    return loaded
+
+
+def collect_images(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Image files named directly or found in folders (recursively), and skipped non-images."""
+    images, skipped = [], []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file())
+            for path in found:
+                if any(is_hidden(Path(part)) for part in path.relative_to(item).parts):
+                    continue
+                (images if path.suffix.lower() in IMAGE_EXTENSIONS else skipped).append(path)
+        elif item.is_file():
+            if item.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise ExperimentError(
+                    f"{item}: not a supported image ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            images.append(item)
+        else:
+            raise ExperimentError(f"{item}: no such file or folder")
+    if not images:
+        raise ExperimentError("no images found in " + ", ".join(map(str, paths)))
+    return [p.resolve() for p in images], skipped
+
+
+def predict_paths(
+    run_dir: str | Path,
+    paths: list[str | Path],
+    *,
+    run: int | None = None,
+    skip_bad: bool = False,
+    cache_dir: str | None = None,
+) -> list[dict]:
+    """Classify unlabelled images with the saved runs.
+
+    Returns one dict per image: path, predicted, confidence, agreement (fraction of runs whose
+    own prediction equals the ensemble's), n_runs, and ``p_<class>`` averaged over the runs.
+    """
+    runs = load_runs(run_dir, run=run)
+    images, _ = collect_images(paths)
+    meta = runs[0].meta
+    prep = preprocessing_from_dict(meta["preprocessing"])
+    store = load_store(
+        images, prep, cache_dir=Path(cache_dir) if cache_dir else None, skip_bad=skip_bad
+    )
+    _check_channels(store.channels, meta["in_channels"], images[0])
+    split = Split(
+        "predict", store, np.arange(len(store.paths)), np.zeros(len(store.paths), np.int64)
+    )
+    probs = np.stack([softmax(predict_logits(r.model, split, prep.normalization)) for r in runs])
+    mean = probs.mean(0)  # (N, K)
+    votes = probs.argmax(2)  # (R, N)
+    class_names = meta["class_names"]
+    rows = []
+    for i, path in enumerate(store.paths):
+        best = int(mean[i].argmax())
+        row = {
+            "path": str(path),
+            "predicted": class_names[best],
+            "confidence": float(mean[i, best]),
+            "agreement": float((votes[:, i] == best).mean()),
+            "n_runs": len(runs),
+        }
+        row.update({f"p_{name}": float(mean[i, j]) for j, name in enumerate(class_names)})
+        rows.append(row)
+    return rows
+
+
+def _check_channels(have: int, want: int, example: Path) -> None:
+    if have != want:
+        raise ExperimentError(
+            f"{example}: images have {have} channel(s) but the model was trained on {want}; "
+            "use --channels to match"
+        )
+
+
+def prediction_table_columns(class_names: list[str]) -> list[str]:
+    return ["path", "predicted", "confidence", "agreement", "n_runs"] + [
+        f"p_{c}" for c in class_names
+    ]
+
+
+def evaluate_folder(
+    run_dir: str | Path,
+    name: str,
+    folder: str | Path,
+    *,
+    skip_bad: bool = False,
+    cache_dir: str | None = None,
+    observer: Observer | None = None,
+) -> list[dict]:
+    """Evaluate every saved run on a labelled folder and append the results.
+
+    Rows go to runs.csv and predictions.csv under dataset ``name``; config.json records the
+    new test set. Returns the new runs.csv rows.
+    """
+    run_dir = Path(run_dir)
+    config = results.read_json(run_dir / "config.json")
+    if name in config.get("tests", {}) or name in ("train", "val"):
+        raise ExperimentError(f"--test {name}: {run_dir} already has a test set of that name")
+    runs = load_runs(run_dir)
+    prep = preprocessing_from_dict(config["preprocessing"])
+    class_names = tuple(config["class_names"])
+    data = load_dataset(
+        name,
+        folder,
+        prep,
+        class_names=class_names,
+        skip_bad=skip_bad,
+        cache_dir=cache_dir,
+        observer=observer,
+    )
+    _check_channels(data.store.channels, runs[0].meta["in_channels"], data.store.paths[0])
+    run_rows, pred_rows = _evaluate_runs(runs, data, prep, class_names)
+    results.append_rows(run_dir / "runs.csv", results.RUNS_COLUMNS, run_rows)
+    results.append_rows(
+        run_dir / "predictions.csv", results.prediction_columns(class_names), pred_rows
+    )
+    config.setdefault("tests", {})[name] = dataset_info(data)
+    results.write_json(run_dir / "config.json", config)
+    return run_rows
+
+
+def _evaluate_runs(runs: list[SavedRun], data: Dataset, prep, class_names) -> tuple[list, list]:
+    split = Split(data.name, data.store, np.arange(len(data.labels)), data.labels)
+    run_rows, pred_rows = [], []
+    for saved in runs:
+        result = evaluate(saved.model, split, prep.normalization)
+        probs = softmax(result.logits)
+        run_rows.append(
+            {
+                "run": saved.run,
+                "seed": saved.meta["seed"],
+                "model": saved.model_name,
+                "dataset": data.name,
+                "accuracy": result.accuracy,
+                "loss": result.loss,
+                "ece": expected_calibration_error(probs, result.labels),
+                "n_images": len(result.labels),
+                "seconds": "",
+                "control": 0,
+            }
+        )
+        pred_rows += prediction_rows(saved.run, saved.model_name, data, probs, class_names)
+    return run_rows, pred_rows

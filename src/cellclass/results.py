@@ -1,0 +1,184 @@
+"""The results folder: tidy CSV tables, config.json and model checkpoints.
+
+::
+
+    runs/<name>/
+      config.json        every setting, class map, seeds, package versions, machine
+      runs.csv           run, seed, model, dataset, accuracy, loss, ece, n_images, seconds, control
+      epochs.csv         run, model, epoch, split, loss, accuracy, seconds
+      predictions.csv    run, model, dataset, path, true, predicted, confidence, p_<class>...
+      models/run-NN.pt   weights + class map + preprocessing
+
+Every write is atomic (temporary file + rename). A run counts as finished when its checkpoint
+exists; rows of unfinished runs are dropped when an experiment resumes, so the tables never
+hold half a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cellclass
+
+RUNS_COLUMNS = [
+    "run",
+    "seed",
+    "model",
+    "dataset",
+    "accuracy",
+    "loss",
+    "ece",
+    "n_images",
+    "seconds",
+    "control",
+]
+EPOCHS_COLUMNS = ["run", "model", "epoch", "split", "loss", "accuracy", "seconds"]
+PREDICTION_COLUMNS = ["run", "model", "dataset", "path", "true", "predicted", "confidence"]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _format(value) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.6g}"
+    return str(value)
+
+
+def write_table(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Write ``rows`` (dicts) as a CSV with ``columns``, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _format(row.get(key, "")) for key in columns})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_table(path: Path) -> list[dict]:
+    """Rows of a CSV as dicts; numbers converted to int/float where the text is numeric."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [
+            {key: _parse(value) for key, value in row.items()} for row in csv.DictReader(handle)
+        ]
+
+
+def _parse(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            continue
+    return text
+
+
+def append_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Add rows to a table (rewritten atomically; tables stay small enough for this)."""
+    existing = read_table(path)
+    write_table(path, _union_columns(columns, existing), existing + rows)
+
+
+def _union_columns(columns: list[str], rows: list[dict]) -> list[str]:
+    out = list(columns)
+    for row in rows[:1]:
+        out += [key for key in row if key not in out]
+    return out
+
+
+def prediction_columns(class_names: tuple[str, ...]) -> list[str]:
+    return PREDICTION_COLUMNS + [f"p_{name}" for name in class_names]
+
+
+def checkpoint_path(run_dir: Path, run: int, model: str, *, models: tuple[str, ...]) -> Path:
+    """``models/run-NN.pt``; with several models in one experiment ``models/run-NN-<model>.pt``."""
+    suffix = f"-{model}" if len(models) > 1 else ""
+    return Path(run_dir) / "models" / f"run-{run:02d}{suffix}.pt"
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict) -> None:
+    """Weights + everything needed to use them again (class map, preprocessing, model name)."""
+    buffer = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), **meta}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def software_versions() -> dict:
+    import matplotlib
+    import PIL
+    import tifffile
+
+    return {
+        "cellclass": cellclass.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "tifffile": tifffile.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
+
+
+def machine_info(device: str) -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def drop_unfinished(run_dir: Path, finished: set[tuple[int, str]]) -> None:
+    """Remove rows of runs whose checkpoint is missing (an interrupted run is redone)."""
+    for name, columns in (
+        ("runs.csv", RUNS_COLUMNS),
+        ("epochs.csv", EPOCHS_COLUMNS),
+        ("predictions.csv", PREDICTION_COLUMNS),
+    ):
+        path = Path(run_dir) / name
+        rows = read_table(path)
+        kept = [r for r in rows if (int(r["run"]), str(r["model"])) in finished]
+        if len(kept) != len(rows):
+            write_table(path, _union_columns(columns, rows), kept)

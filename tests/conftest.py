@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny class-folder trees written with Pillow, in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def make_class_tree(
+    root: Path, counts: dict[str, int], *, size: int = 32, seed: int = 0, offset: int = 0
+) -> Path:
+    """One folder per class; class i has a bright square in a class-specific corner.
+
+    The classes are easy to learn, so a tiny model trained for a few epochs beats chance.
+    """
+    rng = np.random.default_rng(seed)
+    for label, (name, n) in enumerate(counts.items()):
+        for i in range(n):
+            image = rng.integers(0, 60, size=(size, size), dtype=np.uint8)
+            corner = label % 4
+            y, x = (corner // 2) * size // 2, (corner % 2) * size // 2
+            image[y : y + size // 2, x : x + size // 2] += 150
+            write_png(root / name / f"{name}_{i + offset:03d}.png", image)
+    return root
+
+
+@pytest.fixture
+def class_tree(tmp_path: Path) -> Path:
+    return make_class_tree(tmp_path / "train", {"Control": 12, "Treated": 12})
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"

@@ -1,0 +1,146 @@
+"""End-to-end runs of the `cellclass` command on tiny images."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from cellclass.cli import build_parser, main
+
+from .conftest import make_class_tree
+
+TRAIN_ARGS = ["--runs", "2", "--epochs", "2", "--batch-size", "8", "--image-size", "32", "--quiet"]
+
+
+@pytest.fixture
+def folders(tmp_path):
+    train = make_class_tree(tmp_path / "train", {"Control": 10, "Treated": 10})
+    test = make_class_tree(tmp_path / "test", {"Control": 4, "Treated": 4}, seed=3)
+    return train, test
+
+
+def _train(tmp_path, train, test, *extra):
+    argv = [
+        "train",
+        str(train),
+        "--test",
+        f"heldout={test}",
+        "--out",
+        str(tmp_path / "run"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *TRAIN_ARGS,
+        *extra,
+    ]
+    return main(argv)
+
+
+def test_train_evaluate_predict_end_to_end(tmp_path, folders, capsys):
+    train, test = folders
+    assert _train(tmp_path, train, test) == 0
+    out = capsys.readouterr().out
+    assert "heldout" in out and "mean" in out  # the summary table
+    run = tmp_path / "run"
+    extra = make_class_tree(tmp_path / "extra", {"Treated": 3}, seed=4)
+    assert (
+        main(
+            [
+                "--quiet",
+                "evaluate",
+                str(run),
+                "--test",
+                f"extra={extra}",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
+    with open(run / "runs.csv", newline="") as handle:
+        datasets = [r["dataset"] for r in csv.DictReader(handle)]
+    assert datasets.count("extra") == 2 and datasets.count("heldout") == 2
+    target = tmp_path / "pred.csv"
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                str(extra),
+                "-o",
+                str(target),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
+    with open(target, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3
+    assert {"predicted", "confidence", "agreement", "p_Control", "p_Treated"} <= set(rows[0])
+    assert all(float(r["agreement"]) in (0.5, 1.0) for r in rows)
+    assert main(["predict", str(run), str(extra), "-o", str(target)]) == 2  # never overwritten
+
+
+def test_refuses_existing_results_folder_without_resume(tmp_path, folders, capsys):
+    train, test = folders
+    assert _train(tmp_path, train, test) == 0
+    capsys.readouterr()
+    assert _train(tmp_path, train, test) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "Traceback" not in err
+    assert _train(tmp_path, train, test, "--resume") == 0
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("corrupt", "broken.png"),
+        ("unknown_class", "'Mystery'"),
+        ("one_class", "only one class"),
+        ("missing", "not a folder"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, folders, capsys, setup, expected):
+    train, test = folders
+    if setup == "corrupt":
+        (train / "Control" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    elif setup == "unknown_class":
+        make_class_tree(test, {"Mystery": 1})
+    elif setup == "one_class":
+        train = make_class_tree(tmp_path / "single", {"Control": 3})
+    elif setup == "missing":
+        train = tmp_path / "nope"
+    assert _train(tmp_path, train, test) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_flag_is_rejected(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "x", "--out", "y", "--runs", "0"])
+    assert info.value.code == 2
+    assert "--runs" in capsys.readouterr().err
+
+
+def test_models_summary_prints_the_study_total(capsys):
+    assert main(["models", "badger", "--summary"]) == 0
+    assert "Total params: 154,882" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    assert "badger-deep" in capsys.readouterr().out
+
+
+def test_parser_is_importable_and_lists_commands():
+    parser = build_parser()
+    text = parser.format_help()
+    for command in ("demo", "train", "evaluate", "predict", "models"):
+        assert command in text
+
+
+def test_python_dash_m_runs():
+    done = subprocess.run(
+        [sys.executable, "-m", "cellclass", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.startswith("cellclass ")

@@ -1,0 +1,156 @@
+import csv
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cellclass import results
+from cellclass.cache import BadImagesError
+from cellclass.experiment import (
+    ExperimentError,
+    ExperimentSettings,
+    Observer,
+    run_experiment,
+    run_splits,
+    summary_table,
+)
+from cellclass.train import TrainSettings
+
+from .conftest import make_class_tree
+
+
+def _settings(tmp_path, train_dir, **changes):
+    tests = (("t1", str(make_class_tree(tmp_path / "t1", {"Control": 6, "Treated": 6}, seed=9))),)
+    base = ExperimentSettings(
+        train_dir=str(train_dir),
+        out=str(tmp_path / "out"),
+        tests=tests,
+        runs=2,
+        seed=5,
+        image_size=32,
+        cache_dir=str(tmp_path / "cache"),
+        train=TrainSettings(epochs=2, batch_size=8),
+    )
+    return replace(base, **changes)
+
+
+def _table(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_results_folder_has_every_table_and_checkpoint(tmp_path, class_tree):
+    out = run_experiment(_settings(tmp_path, class_tree))
+    config = results.read_json(out / "config.json")
+    assert config["class_names"] == ["Control", "Treated"]
+    assert config["seeds"] == [5, 6]
+    assert config["settings"]["train"]["batch_size"] == 8
+    assert {"torch", "numpy", "python"} <= set(config["versions"])
+    runs = _table(out / "runs.csv")
+    assert [(r["run"], r["seed"], r["dataset"]) for r in runs] == [
+        ("0", "5", "t1"),
+        ("1", "6", "t1"),
+    ]
+    epochs = _table(out / "epochs.csv")
+    assert {(r["epoch"], r["split"]) for r in epochs} == {
+        (e, s) for e in ("1", "2") for s in ("train", "val", "t1")
+    }
+    predictions = _table(out / "predictions.csv")
+    assert len(predictions) == 2 * 12
+    assert {"p_Control", "p_Treated", "confidence", "true", "predicted"} <= set(predictions[0])
+    for row in predictions:
+        assert abs(float(row["p_Control"]) + float(row["p_Treated"]) - 1) < 1e-4
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["run-00.pt", "run-01.pt"]
+
+
+def test_same_seed_gives_the_same_numbers(tmp_path, class_tree):
+    first = run_experiment(_settings(tmp_path, class_tree))
+    second = run_experiment(_settings(tmp_path, class_tree, out=str(tmp_path / "again")))
+    a, b = _table(first / "epochs.csv"), _table(second / "epochs.csv")
+    assert [(r["loss"], r["accuracy"]) for r in a] == [(r["loss"], r["accuracy"]) for r in b]
+    other = run_experiment(_settings(tmp_path, class_tree, out=str(tmp_path / "o"), seed=6))
+    c = _table(other / "epochs.csv")
+    # run 0 of seed 6 is run 1 of seed 5: identical numbers; the first run differs
+    assert [r["loss"] for r in c if r["run"] == "0"] == [r["loss"] for r in a if r["run"] == "1"]
+    assert [r["loss"] for r in c if r["run"] == "0"] != [r["loss"] for r in a if r["run"] == "0"]
+
+
+def test_existing_folder_is_never_overwritten(tmp_path, class_tree):
+    settings = _settings(tmp_path, class_tree)
+    out = run_experiment(settings)
+    before = (out / "runs.csv").read_bytes()
+    with pytest.raises(ExperimentError, match="--resume"):
+        run_experiment(settings)
+    assert (out / "runs.csv").read_bytes() == before
+
+
+class _StopAfterFirstRun(Observer):
+    def run_finished(self, run, rows):
+        raise KeyboardInterrupt
+
+
+def test_interrupted_experiment_resumes_where_it_stopped(tmp_path, class_tree):
+    settings = _settings(tmp_path, class_tree, runs=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(settings, observer=_StopAfterFirstRun())
+    out = tmp_path / "out"
+    assert [p.name for p in (out / "models").iterdir()] == ["run-00.pt"]
+    # a half-written run's rows (as after a kill mid-write) are dropped on resume
+    results.append_rows(
+        out / "runs.csv",
+        results.RUNS_COLUMNS,
+        [{"run": 1, "model": "badger", "dataset": "t1", "accuracy": 0.1}],
+    )
+    run_experiment(settings, resume=True)
+    runs = _table(out / "runs.csv")
+    assert [r["run"] for r in runs] == ["0", "1", "2"]
+    full = run_experiment(replace(settings, out=str(tmp_path / "full")))
+    assert _table(full / "runs.csv") == [
+        {**r, "seconds": f["seconds"]} for r, f in zip(runs, _table(full / "runs.csv"), strict=True)
+    ]
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path, class_tree):
+    settings = _settings(tmp_path, class_tree, runs=1)
+    run_experiment(settings)
+    with pytest.raises(ExperimentError, match="epochs"):
+        run_experiment(replace(settings, train=TrainSettings(epochs=3, batch_size=8)), resume=True)
+
+
+def test_corrupt_image_stops_before_training_and_names_it(tmp_path, class_tree):
+    bad = class_tree / "Control" / "broken.png"
+    bad.write_bytes((class_tree / "Control" / "Control_000.png").read_bytes()[:60])
+    with pytest.raises(BadImagesError, match="broken.png"):
+        run_experiment(_settings(tmp_path, class_tree))
+    assert not (tmp_path / "out").exists()
+    out = run_experiment(_settings(tmp_path, class_tree, skip_bad_images=True))
+    assert results.read_json(out / "config.json")["train"]["n_bad"] == 1
+
+
+def test_train_sample_draws_a_fresh_subset_per_run(tmp_path):
+    root = make_class_tree(tmp_path / "big", {"Control": 30, "Treated": 30})
+    from cellclass.experiment import prepare_data
+
+    settings = _settings(tmp_path, root, train_sample=20, val_split=0.0)
+    train, _, _ = prepare_data(settings, Observer())
+    a, _ = run_splits(train, settings, 0)
+    b, _ = run_splits(train, settings, 1)
+    assert len(a) == len(b) == 20
+    assert not np.array_equal(a, b)
+    assert np.array_equal(a, run_splits(train, settings, 0)[0])
+
+
+def test_summary_table_over_runs(tmp_path, class_tree):
+    out = run_experiment(_settings(tmp_path, class_tree))
+    (row,) = summary_table(out)
+    accuracies = [float(r["accuracy"]) for r in _table(out / "runs.csv")]
+    assert row["n"] == 2 and row["dataset"] == "t1"
+    assert row["mean"] == pytest.approx(np.mean(accuracies))
+    assert row["min"] == min(accuracies) and row["max"] == max(accuracies)
+
+
+def test_learns_an_easy_task(tmp_path):
+    root = make_class_tree(tmp_path / "easy", {"Control": 30, "Treated": 30})
+    settings = _settings(tmp_path, root, runs=1, train=TrainSettings(epochs=6, batch_size=10))
+    out = run_experiment(settings)
+    assert float(_table(out / "runs.csv")[0]["accuracy"]) >= 0.9

@@ -1,0 +1,112 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellclass.folders import FolderError, grouped_split, scan_folder
+
+from .conftest import make_class_tree, write_png
+
+
+def test_classes_sorted_and_phantom_files_ignored(tmp_path):
+    root = make_class_tree(tmp_path / "d", {"Snap29": 3, "Control": 2})
+    (root / ".DS_Store").write_bytes(b"\0junk")
+    (root / "Control" / "._Control_000.png").write_bytes(b"\0appledouble")
+    (root / "Control" / "Thumbs.db").write_bytes(b"x")
+    (root / "__MACOSX" / "Control").mkdir(parents=True)
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / "Control" / "notes.txt").write_text("hello")
+    index = scan_folder(root)
+    assert index.class_names == ("Control", "Snap29")
+    assert index.class_counts() == {"Control": 2, "Snap29": 3}
+    names = {p.name for p in index.ignored}
+    assert {
+        ".DS_Store",
+        "._Control_000.png",
+        "Thumbs.db",
+        "__MACOSX",
+        ".ipynb_checkpoints",
+    } <= names
+    assert [p.name for p in index.non_images] == ["notes.txt"]
+    assert all(not s.path.name.startswith(".") for s in index.samples)
+
+
+def test_test_folder_mapped_by_name_whatever_the_order(tmp_path):
+    train = scan_folder(make_class_tree(tmp_path / "train", {"B": 2, "A": 2, "C": 2}))
+    test = scan_folder(
+        make_class_tree(tmp_path / "test", {"C": 1, "A": 1}), class_names=train.class_names
+    )
+    assert test.class_names == ("A", "B", "C")
+    by_class = {s.path.parent.name: s.label for s in test.samples}
+    assert by_class == {"A": 0, "C": 2}
+    assert test.missing_classes == ("B",)
+
+
+def test_unknown_test_class_is_an_error_naming_it(tmp_path):
+    train = scan_folder(make_class_tree(tmp_path / "train", {"A": 2, "B": 2}))
+    make_class_tree(tmp_path / "test", {"A": 1, "Zebra": 1})
+    with pytest.raises(FolderError, match="'Zebra'"):
+        scan_folder(tmp_path / "test", class_names=train.class_names)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "one_class", "empty_class"])
+def test_bad_folders_raise_one_line_errors(tmp_path, case):
+    root = tmp_path / "d"
+    if case == "empty":
+        root.mkdir()
+    elif case == "one_class":
+        make_class_tree(root, {"A": 2})
+    elif case == "empty_class":
+        make_class_tree(root, {"A": 2})
+        (root / "B").mkdir()
+        (root / "B" / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(FolderError) as info:
+        scan_folder(root)
+    assert "\n" not in str(info.value)
+    assert str(root) in str(info.value)
+
+
+def test_group_from_manifest_and_regex(tmp_path):
+    root = make_class_tree(tmp_path / "d", {"A": 4, "B": 4})
+    index = scan_folder(root, group_by=r"^(\w)_00")
+    assert len(set(index.groups)) == 2
+    lines = ["path,class,source"] + [
+        f"{s.path.relative_to(root).as_posix()},x,field{i // 2}"
+        for i, s in enumerate(index.samples)
+    ]
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    index = scan_folder(root)
+    assert sorted(set(index.groups)) == [f"field{i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_grouped_split_never_splits_a_group(seed):
+    rng = np.random.default_rng(seed)
+    groups = [f"g{i // 4}" for i in range(80)]  # 20 fields of 4 tiles
+    labels = np.array([0 if i < 40 else 1 for i in range(80)])
+    train, held = grouped_split(groups, labels, 0.25, rng=rng)
+    assert set(train).isdisjoint(held)
+    assert len(train) + len(held) == 80
+    assert {groups[i] for i in train}.isdisjoint({groups[i] for i in held})
+    assert 12 <= len(held) <= 28
+    assert set(labels[held]) == {0, 1} and set(labels[train]) == {0, 1}
+
+
+def test_grouped_split_keeps_a_single_group_class_in_training():
+    groups = ["a"] * 5 + ["b", "c", "d", "e"]
+    labels = np.array([0] * 5 + [1] * 4)
+    train, held = grouped_split(groups, labels, 0.5, rng=np.random.default_rng(0))
+    assert set(labels[train]) == {0, 1}
+
+
+def test_nested_subfolders_are_part_of_the_class(tmp_path):
+    root = make_class_tree(tmp_path / "d", {"A": 2, "B": 2})
+    write_png(root / "A" / "plate2" / "x.png", np.zeros((8, 8), np.uint8))
+    assert scan_folder(root).class_counts()["A"] == 3
+
+
+def test_paths_are_absolute(tmp_path, monkeypatch):
+    make_class_tree(tmp_path / "d", {"A": 1, "B": 1})
+    monkeypatch.chdir(tmp_path)
+    index = scan_folder("d")
+    assert all(Path(p).is_absolute() for p in index.paths)
