@@ -1,0 +1,129 @@
+// Blinded scoring page: shows one image at a time and sends the scorer's answers.
+// The server sends only tokens, counts and class names; nothing here knows a file name.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const scorer = document.body.dataset.scorer
+    || new URLSearchParams(window.location.search).get("scorer") || "";
+  const buttons = Array.from(document.querySelectorAll(".answer"));
+  let state = null; // the last progress the server sent
+  let busy = false; // a request is in flight: further keys are ignored
+  let shownAt = null; // performance.now() when the current image appeared
+
+  const setMessage = (text) => { $("message").textContent = text || ""; };
+  const setEnabled = (on) => buttons.forEach((button) => { button.disabled = !on; });
+  const nextUrl = () => `/api/next?scorer=${encodeURIComponent(scorer)}`;
+
+  async function call(method, url, body) {
+    let response;
+    try {
+      response = await fetch(url, {
+        method,
+        headers: body ? { "Content-Type": "application/json" } : {},
+        body: body ? JSON.stringify(body) : undefined,
+      });
+    } catch (error) {
+      throw new Error("Cannot reach the scoring server. Your answers so far are saved; "
+        + "reload this page when the server runs again.");
+    }
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const error = new Error(data.error || `server error ${response.status}`);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+
+  function showProgress(progress) {
+    const { answered, total, done } = progress;
+    $("bar").style.width = `${((100 * answered) / total).toFixed(1)}%`;
+    $("progress").setAttribute("aria-valuenow", answered);
+    $("progress").setAttribute("aria-valuemax", total);
+    $("progress").hidden = false;
+    $("count").hidden = false;
+    $("count").textContent = `${answered} / ${total}`;
+    $("who").textContent = progress.scorer;
+    $("scoring").hidden = done;
+    $("finish").hidden = !done;
+    $("undo").disabled = answered === 0;
+    $("finish-text").textContent = `You answered all ${total} images.`;
+  }
+
+  function show(progress) {
+    state = progress;
+    showProgress(progress);
+    setEnabled(false);
+    shownAt = null;
+    if (progress.done) return;
+    const image = $("image");
+    const ready = () => {
+      if (state !== progress) return;
+      shownAt = performance.now();
+      setEnabled(true);
+    };
+    image.onload = ready;
+    image.onerror = () => setMessage("The image could not be loaded; reload the page.");
+    if (image.getAttribute("src") === progress.image && image.complete) ready();
+    else image.src = progress.image;
+  }
+
+  async function run(action) {
+    if (busy) return;
+    busy = true;
+    setMessage("");
+    try {
+      show(await action());
+    } catch (error) {
+      setMessage(error.message);
+      if (error.status === 409 || error.status === 404) {
+        try { show(await call("GET", nextUrl())); } catch (ignored) { /* message already shown */ }
+      }
+    } finally {
+      busy = false;
+    }
+  }
+
+  function answer(index) {
+    if (!state || state.done || shownAt === null || index >= buttons.length) return;
+    const button = buttons[index];
+    button.classList.add("pressed");
+    setTimeout(() => button.classList.remove("pressed"), 150);
+    const body = {
+      token: state.token,
+      answer: button.dataset.answer,
+      response_ms: Math.round(performance.now() - shownAt),
+    };
+    run(() => call("POST", "/api/answer", body));
+  }
+
+  function undo() {
+    if (!state || state.answered === 0) return;
+    run(() => call("POST", "/api/undo", { scorer: state.scorer }));
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (!state || event.repeat || event.target.tagName === "INPUT") return;
+    if (event.key >= "1" && event.key <= "9" && !event.ctrlKey && !event.metaKey) {
+      answer(Number(event.key) - 1);
+    } else if (event.key === "Backspace" || (event.key === "z" && (event.ctrlKey || event.metaKey))) {
+      event.preventDefault();
+      undo();
+    }
+  });
+  buttons.forEach((button, index) => button.addEventListener("click", () => answer(index)));
+  $("undo").addEventListener("click", undo);
+  $("undo-finish").addEventListener("click", undo);
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = $("name").value.trim();
+    if (name) window.location.search = `?scorer=${encodeURIComponent(name)}`;
+  });
+
+  if (scorer) {
+    run(() => call("GET", nextUrl()));
+  } else {
+    $("login").hidden = false;
+    $("name").focus();
+  }
+})();

@@ -1,0 +1,261 @@
+"""The scoring web app: blinding, images as the model sees them, HTTP refusals, results."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cellclass import cli, results
+from cellclass.blind.app import create_app
+from cellclass.blind.scoring import ANSWER_COLUMNS, answer_rows, scorer_summary
+from cellclass.blind.server import ServeSettings, is_loopback, open_server
+from cellclass.blind.store import Session, open_store
+from cellclass.blind.testset import load_test, render_png
+from cellclass.cache import Preprocessing, load_normalized, preprocessing_to_dict
+from cellclass.images import Normalization, to_display_uint8
+
+from .test_blind_store import CLASSES, dump, write_blind_tree
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return write_blind_tree(tmp_path / "secret-study-folder")
+
+
+@pytest.fixture
+def test_set(tree: Path, tmp_path: Path):
+    return load_test(tree, cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    return open_store(tmp_path / "scores.sqlite")
+
+
+def secrets_of(tree: Path) -> list[str]:
+    """Text that must never reach the browser: file stems, names, folders, paths."""
+    files = sorted(tree.resolve().glob("*/*.png"))
+    names = [p.stem for p in files] + [p.name for p in files] + [str(p) for p in files]
+    return names + [str(tree.resolve()), tree.name, "specimen"]
+
+
+def assert_blind(text: str, tree: Path, *, labels_too: bool) -> None:
+    for secret in secrets_of(tree) + (list(CLASSES) if labels_too else []):
+        assert secret not in text, f"{secret!r} reached the browser"
+
+
+def png_text_chunks(data: bytes) -> list[bytes]:
+    """Types of the PNG's chunks that can carry text (tEXt, zTXt, iTXt, eXIf)."""
+    chunks, offset = [], 8
+    while offset < len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        chunks.append(kind)
+        offset += 12 + length
+    return [kind for kind in chunks if kind in (b"tEXt", b"zTXt", b"iTXt", b"eXIf")]
+
+
+# ---------------------------------------------------------------- blinding
+def test_page_shows_class_buttons_and_nothing_of_the_key(store, test_set, tree: Path):
+    client = create_app(store, test_set).test_client()
+    page = client.get("/")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    for key, name in enumerate(CLASSES, start=1):
+        assert f'data-answer="{name}"' in html and f"<kbd>{key}</kbd>" in html
+    assert_blind(html, tree, labels_too=False)  # class names are the buttons, by design
+    for asset in ("score.js", "score.css"):
+        text = client.get(f"/static/{asset}").get_data(as_text=True)
+        assert_blind(text, tree, labels_too=True)
+
+
+def test_no_api_response_names_a_file_folder_or_label(store, test_set, tree: Path):
+    client = create_app(store, test_set, repeats=0.25).test_client()
+    responses = [client.get("/api/next?scorer=alice")]
+    state = responses[0].get_json()
+    while not state["done"]:
+        responses.append(client.get(state["image"]))
+        token = state["token"]
+        item = store.item(token)
+        wrong = CLASSES[1 - CLASSES.index(item.true_label)]
+        responses.append(client.post("/api/answer", json={"token": token, "answer": wrong}))
+        responses.append(client.post("/api/answer", json={"token": token, "answer": wrong}))  # 409
+        state = responses[-2].get_json()
+    responses.append(client.post("/api/undo", json={"scorer": "alice"}))
+    responses.append(client.post("/api/answer", json={"token": "bogus", "answer": "x"}))
+    responses.append(client.get("/image/bogus.png"))
+    responses.append(client.get("/api/next?scorer="))
+    assert {r.status_code for r in responses} == {200, 400, 404, 409}
+    for response in responses:
+        headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+        assert_blind(headers, tree, labels_too=True)
+        if response.mimetype == "image/png":
+            assert png_text_chunks(response.data) == []
+        else:
+            assert_blind(response.get_data(as_text=True), tree, labels_too=True)
+
+
+# ---------------------------------------------------------------- images
+def test_images_are_the_model_input_upscaled(store, test_set, tree: Path, tmp_path: Path):
+    client = create_app(store, test_set).test_client()
+    state = client.get("/api/next?scorer=alice").get_json()
+    response = client.get(state["image"])
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    shown = np.asarray(Image.open(io.BytesIO(response.data)))
+    assert shown.shape == (384, 384, 3)  # 32 px upscaled 12 times, nearest neighbour
+    path = store.item(state["token"]).path
+    prep = Preprocessing(image_size=32, normalization=Normalization("image"))
+    model_input = load_normalized([Path(path)], prep, cache_dir=tmp_path / "cache")[0]
+    np.testing.assert_array_equal(shown[::12, ::12], to_display_uint8(model_input))
+
+
+def test_a_run_folder_fixes_size_classes_and_normalisation(tree: Path, tmp_path: Path):
+    norm = Normalization("dataset", low=(20.0,), high=(150.0,))
+    prep = Preprocessing(image_size=16, normalization=norm)
+    config = {"class_names": [*CLASSES, "Unseen"], "preprocessing": preprocessing_to_dict(prep)}
+    results.write_json(tmp_path / "run" / "config.json", config)
+    test = load_test(tree, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert test.class_names == (*CLASSES, "Unseen") and "16 px, dataset" in test.source
+    expected = load_normalized([Path(p) for p in test.paths], prep, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(test.pixels, [to_display_uint8(x) for x in expected])
+    with pytest.raises(ValueError, match="--image-size cannot be combined with --run"):
+        load_test(tree, run_dir=tmp_path / "run", image_size=32)
+
+
+def test_render_png_checks_its_input():
+    with pytest.raises(ValueError, match=r"needs \(H, W, 3\) uint8"):
+        render_png(np.zeros((8, 8), dtype=np.uint8))
+    big = render_png(np.zeros((500, 400, 3), dtype=np.uint8))
+    assert Image.open(io.BytesIO(big)).size == (400, 500)  # large enough: not upscaled
+
+
+# ---------------------------------------------------------------- refusals over HTTP
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("unknown token", 404),
+        ("unknown class", 400),
+        ("repeated", 409),
+        ("not json", 400),
+        ("bad time", 400),
+        ("undo nobody", 404),
+        ("bad scorer", 400),
+    ],
+)
+def test_bad_requests_get_4xx_and_change_nothing(store, test_set, kind: str, status: int):
+    client = create_app(store, test_set).test_client()
+    first = client.get("/api/next?scorer=alice").get_json()
+    client.post("/api/answer", json={"token": first["token"], "answer": "WildType"})
+    current = client.get("/api/next?scorer=alice").get_json()["token"]
+    requests = {
+        "unknown token": ("/api/answer", {"token": "x" * 22, "answer": "WildType"}),
+        "unknown class": ("/api/answer", {"token": current, "answer": "Mitochondria"}),
+        "repeated": ("/api/answer", {"token": first["token"], "answer": "Knockdown"}),
+        "not json": ("/api/answer", None),
+        "bad time": ("/api/answer", {"token": current, "answer": "WildType", "response_ms": -1}),
+        "undo nobody": ("/api/undo", {"scorer": "nobody"}),
+        "bad scorer": ("/api/undo", {"scorer": ""}),
+    }
+    url, body = requests[kind]
+    before = dump(store.path)
+    if body is None:
+        response = client.post(url, data="token=1", content_type="text/plain")
+    else:
+        response = client.post(url, json=body)
+    assert response.status_code == status
+    assert response.get_json()["error"]
+    assert dump(store.path) == before
+
+
+def test_a_fixed_scorer_server_serves_only_that_scorer(store, test_set, tree: Path):
+    bob = create_app(store, test_set, scorer="bob").test_client()
+    state = bob.get("/api/next").get_json()
+    assert state["scorer"] == "bob" and bob.get("/api/next?scorer=bob").status_code == 200
+    assert bob.get("/api/next?scorer=eve").status_code == 400
+    open_app = create_app(store, test_set).test_client()
+    alice = open_app.get("/api/next?scorer=alice").get_json()
+    before = dump(store.path)
+    response = bob.post("/api/answer", json={"token": alice["token"], "answer": "WildType"})
+    assert response.status_code == 404 and bob.get(alice["image"]).status_code == 404
+    assert dump(store.path) == before
+    assert 'data-scorer="bob"' in bob.get("/").get_data(as_text=True)
+
+
+def test_a_database_of_another_folder_is_refused_by_the_page(store, test_set, tmp_path: Path):
+    other = load_test(write_blind_tree(tmp_path / "other", seed=7), cache_dir=tmp_path / "cache")
+    create_app(store, other).test_client().get("/api/next?scorer=alice")
+    response = create_app(store, test_set).test_client().get("/api/next?scorer=alice")
+    assert response.status_code == 409
+    assert str(tmp_path) not in response.get_data(as_text=True)
+
+
+# ---------------------------------------------------------------- server start
+def test_open_server_binds_loopback_and_warns_for_other_hosts(tree: Path, tmp_path: Path):
+    db, cache = str(tmp_path / "scores.sqlite"), str(tmp_path / "cache")
+    server, lines = open_server(ServeSettings(str(tree), db, port=0, cache_dir=cache))
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        assert not any("WARNING" in line for line in lines)
+        assert any("per-image percentile" in line for line in lines)
+    finally:
+        server.server_close()
+    server, lines = open_server(
+        ServeSettings(str(tree), db, host="0.0.0.0", port=0, cache_dir=cache)
+    )
+    try:
+        assert any(line.startswith("WARNING: listening on 0.0.0.0") for line in lines)
+    finally:
+        server.server_close()
+    assert is_loopback("localhost") and is_loopback("::1") and not is_loopback("example.org")
+    with pytest.raises(ValueError, match="--repeats must be between 0 and 1"):
+        open_server(ServeSettings(str(tree), db, repeats=2.0))
+
+
+# ---------------------------------------------------------------- results
+def test_scorer_summary_known_values():
+    session = Session("ann", "/t", ("A", "B"), 0, 0.5, "2024-01-01T00:00:00")
+    rows = [
+        {"path": "1", "true": "A", "answer": "A", "correct": 1, "is_repeat": 0, "response_ms": 100},
+        {"path": "2", "true": "A", "answer": "B", "correct": 0, "is_repeat": 0, "response_ms": 300},
+        {"path": "3", "true": "B", "answer": "B", "correct": 1, "is_repeat": 0, "response_ms": 200},
+        {"path": "4", "true": "B", "answer": "B", "correct": 1, "is_repeat": 0, "response_ms": ""},
+        {"path": "1", "true": "A", "answer": "A", "correct": 1, "is_repeat": 1, "response_ms": 50},
+        {"path": "2", "true": "A", "answer": "A", "correct": 1, "is_repeat": 1, "response_ms": 60},
+    ]
+    summary = scorer_summary(session, 8, rows)
+    assert (summary["n_images"], summary["n_correct"], summary["accuracy"]) == (4, 3, 0.75)
+    assert summary["ci_low"] == pytest.approx(0.3006, abs=1e-4)  # Wilson 3/4, by hand
+    assert summary["ci_high"] == pytest.approx(0.9544, abs=1e-4)
+    assert summary["per_class"]["A"] == {"n": 2, "n_correct": 1, "accuracy": 0.5}
+    assert summary["confusion"] == [[1, 1], [0, 2]]
+    assert summary["self_consistency"] == {"n_pairs": 2, "n_same": 1, "rate": 0.5}
+    assert summary["median_response_ms"] == 100 and summary["answered"] == 6
+
+
+def test_blind_results_command(store, test_set, tmp_path: Path, capsys):
+    client = create_app(store, test_set).test_client()
+    state = client.get("/api/next?scorer=alice").get_json()
+    for _ in range(4):
+        item = store.item(state["token"])
+        body = {"token": state["token"], "answer": item.true_label, "response_ms": 900}
+        state = client.post("/api/answer", json=body).get_json()
+    csv = tmp_path / "answers.csv"
+    assert cli.main(["blind", "results", "--db", str(store.path), "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "alice" in out and "4/16" in out and "100.0%" in out and "51.0%–100.0%" in out
+    rows = results.read_table(csv)
+    assert list(rows[0]) == ANSWER_COLUMNS and len(rows) == 4
+    assert rows == [{**r, "response_ms": 900} for r in answer_rows(store)]
+    assert {r["correct"] for r in rows} == {1} and {r["is_repeat"] for r in rows} == {0}
+    assert cli.main(["blind", "results", "--db", str(store.path), "--csv", str(csv)]) == 2
+    assert cli.main(["blind", "results", "--db", str(tmp_path / "none.sqlite")]) == 2
+    assert "no such scores database" in capsys.readouterr().err
+    with sqlite3.connect(store.path) as connection:  # the CSV export wrote nothing to the db
+        assert connection.execute("SELECT count(*) FROM answers").fetchone()[0] == 4
+    assert json.loads(json.dumps(rows))  # plain values only

@@ -1,0 +1,115 @@
+"""The scoring page in a real headless Chromium: keyboard scoring, a server restart, results.
+
+Needs Debian's ``chromium`` (``/usr/bin/chromium``, installed by ``.ci/run``) and the Playwright
+Python package; Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from cellclass import cli
+from cellclass.blind.app import create_app
+from cellclass.blind.server import start_server
+from cellclass.blind.store import open_store
+from cellclass.blind.testset import load_test
+
+from .test_blind_store import CLASSES, write_blind_tree
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+if not CHROMIUM.is_file():
+    pytest.skip(
+        "Debian's chromium is not installed (/usr/bin/chromium): apt-get install chromium",
+        allow_module_level=True,
+    )
+
+
+class _Server:
+    """The scoring app served from a thread, so the test can stop and restart it."""
+
+    def __init__(self, db: Path, tree: Path, cache: Path, port: int = 0):
+        test = load_test(tree, cache_dir=cache)
+        app = create_app(open_store(db), test, seed=2, repeats=0.25)
+        self.server = start_server(app, port=port)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def _score_one(page, store, n_done: int, *, wrong: bool) -> str:
+    """Answer the shown image by keyboard (right or wrong on purpose); returns the answer."""
+    page.wait_for_selector(".answer:not([disabled])")
+    token = page.get_attribute("#image", "src").removeprefix("/image/").removesuffix(".png")
+    truth = store.item(token).true_label
+    answer = CLASSES[1 - CLASSES.index(truth)] if wrong else truth
+    page.keyboard.press(str(CLASSES.index(answer) + 1))
+    page.wait_for_function(
+        "n => document.getElementById('count').textContent.startsWith(n + ' /')", arg=n_done + 1
+    )
+    return answer
+
+
+def test_score_by_keyboard_with_a_restart(tmp_path: Path, capsys):
+    tree, db = write_blind_tree(tmp_path / "test"), tmp_path / "scores.sqlite"
+    server = _Server(db, tree, tmp_path / "cache")
+    store = open_store(db)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        page.fill("#name", "carol")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#scoring:not([hidden])")
+        total = int(page.text_content("#count").split("/")[1])
+        assert total == 20  # 16 images + 25 % repeats
+        for n in range(7):
+            _score_one(page, store, n, wrong=n % 4 == 0)  # first showings 0 and 4 wrong
+        page.wait_for_selector(".answer:not([disabled])")
+        eighth = page.get_attribute("#image", "src")
+        _score_one(page, store, 7, wrong=True)
+        page.keyboard.press("Backspace")  # undo the 8th answer: the same image comes back
+        page.wait_for_function("document.getElementById('count').textContent.startsWith('7 /')")
+        assert page.get_attribute("#image", "src") == eighth
+        _score_one(page, store, 7, wrong=False)
+
+        server.stop()  # the server goes away mid-way ...
+        page.wait_for_selector(".answer:not([disabled])")
+        page.keyboard.press("1")
+        page.wait_for_function("document.getElementById('message').textContent.includes('reach')")
+        server = _Server(db, tree, tmp_path / "cache", port=server.port)  # ... and comes back
+        page.reload()
+        page.wait_for_function("document.getElementById('count').textContent.startsWith('8 /')")
+        for n in range(8, total):
+            _score_one(page, store, n, wrong=False)
+        page.wait_for_selector("#finish:not([hidden])")
+        assert "all 20 images" in page.text_content("#finish")
+        browser.close()
+    server.stop()
+
+    records = store.answer_records("carol")
+    assert [r.item.position for r in records] == list(range(20))
+    first = [r for r in records if not r.item.is_repeat]
+    assert sum(r.answer != r.item.true_label for r in first) == 2
+    assert all(isinstance(r.response_ms, int) and r.response_ms >= 0 for r in records)
+    assert cli.main(["blind", "results", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "carol" in out and "20/20" in out and "87.5%" in out  # 14 of 16 right
