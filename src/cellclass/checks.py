@@ -1,0 +1,235 @@
+"""Is the result real? Plain-language checks of a results folder, for the top of the report.
+
+`find_warnings` flags memorisation, accuracy indistinguishable from (or below) chance,
+label-shuffled control runs that beat chance, large run-to-run spread, strong class imbalance
+and leakage; `summary_rows` gives the numbers the checks (and the summary table) rest on.
+Rows are dicts from ``runs.csv`` / ``epochs.csv`` with numbers already converted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cellclass.metrics import summarize, wilson_interval
+
+MEMORISATION_TRAIN = 0.98  # final train accuracy at or above this counts as "fits perfectly"
+MEMORISATION_GAP = 0.15  # ... and a test mean this much lower is flagged as memorisation
+IMBALANCE_RATIO = 3.0  # largest / smallest training class count above this is flagged
+SPREAD_SD = 0.10  # run-to-run sd of test accuracy above this is flagged
+
+
+@dataclass(frozen=True)
+class ReportWarning:
+    level: str  # "danger": the result may not be real; "warning": read the numbers with care
+    title: str  # one line, with the numbers
+    detail: str  # what it means and what to do
+
+
+def summary_rows(runs: list[dict]) -> list[dict]:
+    """Test accuracy over runs per (model, test set); control runs summarised separately.
+
+    Parameters
+    ----------
+    runs : list of dict
+        Rows of ``runs.csv`` with ``model``, ``dataset``, ``accuracy`` and optionally
+        ``control`` (missing means 0).
+
+    Returns
+    -------
+    list of dict
+        ``model``, ``dataset``, ``control`` (0/1), ``n``, ``mean``, ``sd``, ``ci_low``,
+        ``ci_high`` (95 % t interval; NaN with one run), ``min``, ``max``; groups in order of
+        first appearance, control groups last.
+    """
+    groups: dict[tuple[int, str, str], list[float]] = {}
+    for row in runs:
+        if math.isfinite(row["accuracy"]):
+            key = (int(row.get("control") or 0), str(row["model"]), str(row["dataset"]))
+            groups.setdefault(key, []).append(float(row["accuracy"]))
+    rows = []
+    for key in sorted(groups, key=lambda key: key[0]):  # stable: keeps appearance order
+        control, model, dataset = key
+        rows.append(
+            {"model": model, "dataset": dataset, "control": control, **summarize(groups[key])}
+        )
+    return rows
+
+
+def _interval(summary: dict, runs: list[dict]) -> tuple[float, float, str]:
+    """95 % interval of a summary row: t over runs, or Wilson over images for a single run."""
+    if summary["n"] >= 2:
+        return summary["ci_low"], summary["ci_high"], f"95 % t interval over {summary['n']} runs"
+    key = (summary["control"], summary["model"], summary["dataset"])
+    row = next(r for r in runs if (r.get("control") or 0, r["model"], r["dataset"]) == key)
+    n_images = int(row.get("n_images") or 0)
+    if n_images < 1:
+        return math.nan, math.nan, "no interval (n_images unknown)"
+    low, high = wilson_interval(round(summary["mean"] * n_images), n_images)
+    return low, high, f"95 % Wilson interval over {n_images} images of one run"
+
+
+# ---------------------------------------------------------------- warnings
+def find_warnings(runs: list[dict], epochs: list[dict], config: dict) -> list[ReportWarning]:
+    """Plain-language warnings about whether the results are real, most serious first.
+
+    Parameters
+    ----------
+    runs, epochs : list of dict
+        Rows of ``runs.csv`` and ``epochs.csv`` (numbers converted).
+    config : dict
+        ``config.json``: uses ``class_names``, ``train.class_counts`` and the optional
+        ``leakage`` list of near-duplicate pairs.
+
+    Returns
+    -------
+    list of ReportWarning
+        "danger" warnings first, then "warning".
+    """
+    summary = summary_rows(runs)
+    chance = 1.0 / max(1, len(config.get("class_names", [])))
+    found = (
+        _leakage_warnings(config)
+        + _memorisation_warnings(summary, runs, epochs)
+        + _chance_warnings(summary, runs, chance)
+        + _spread_warnings(summary)
+        + _imbalance_warnings(config)
+    )
+    return sorted(found, key=lambda warning: warning.level != "danger")
+
+
+def _final_train_accuracy(runs: list[dict], epochs: list[dict]) -> dict[str, float]:
+    """Mean over (non-control) runs of each model's train accuracy at its last epoch."""
+    controls = {(r["run"], r["model"]) for r in runs if r.get("control")}
+    last: dict[tuple[str, int], tuple[int, float]] = {}
+    for row in epochs:
+        key = (row["model"], row["run"])
+        if row["split"] != "train" or (row["run"], row["model"]) in controls:
+            continue
+        if math.isfinite(row["accuracy"]) and row["epoch"] >= last.get(key, (-1, 0.0))[0]:
+            last[key] = (row["epoch"], row["accuracy"])
+    per_model: dict[str, list[float]] = {}
+    for (model, _), (_, accuracy) in last.items():
+        per_model.setdefault(model, []).append(accuracy)
+    return {model: float(np.mean(values)) for model, values in per_model.items()}
+
+
+def _memorisation_warnings(summary, runs, epochs) -> list[ReportWarning]:
+    train = _final_train_accuracy(runs, epochs)
+    found = []
+    for row in (r for r in summary if not r["control"] and r["model"] in train):
+        fit = train[row["model"]]
+        if fit >= MEMORISATION_TRAIN and row["mean"] < fit - MEMORISATION_GAP:
+            found.append(
+                ReportWarning(
+                    "danger",
+                    f"Memorisation: {row['model']} reaches {fit:.1%} on its training images "
+                    f"but {row['mean']:.1%} on {row['dataset']}",
+                    "The network fits the training images almost perfectly yet does far worse on "
+                    "this test set, so it has learnt features of the training images that do not "
+                    "carry over. Check the training curves; try augmentation, fewer epochs, or "
+                    "training images taken under the same conditions as this test set.",
+                )
+            )
+    return found
+
+
+def _chance_warnings(summary, runs, chance: float) -> list[ReportWarning]:
+    found = []
+    for row in summary:
+        low, high, method = _interval(row, runs)
+        name = f"{row['model']} on {row['dataset']}"
+        numbers = f"mean {row['mean']:.1%}, {method} [{low:.1%}, {high:.1%}], chance {chance:.1%}"
+        if row["control"] and low > chance:
+            found.append(
+                ReportWarning(
+                    "danger",
+                    f"Label-shuffled control runs beat chance: {name}",
+                    f"{numbers}. Without real labels the network should guess; doing better "
+                    "points to leakage between training and test images, a class-specific "
+                    "artefact (file format, brightness, folder), or a bug.",
+                )
+            )
+        elif not row["control"] and low <= chance <= high:
+            found.append(
+                ReportWarning(
+                    "danger",
+                    f"Accuracy indistinguishable from chance: {name}",
+                    f"{numbers}. The network has not shown that it can tell these classes apart "
+                    "on this test set; more runs or more test images narrow the interval.",
+                )
+            )
+        elif not row["control"] and high < chance:
+            found.append(
+                ReportWarning(
+                    "danger",
+                    f"Accuracy below chance: {name}",
+                    f"{numbers}. Worse than guessing usually means the test folders' class "
+                    "names or order do not match the training folders.",
+                )
+            )
+    return found
+
+
+def _spread_warnings(summary) -> list[ReportWarning]:
+    return [
+        ReportWarning(
+            "warning",
+            f"Large run-to-run spread: {row['model']} on {row['dataset']} "
+            f"(sd {row['sd']:.1%} over {row['n']} runs, {row['min']:.1%} to {row['max']:.1%})",
+            "Test accuracy depends strongly on the random seed, so a single run says little; "
+            "report the mean and interval over runs, not the best run.",
+        )
+        for row in summary
+        if not row["control"] and row["n"] >= 2 and row["sd"] > SPREAD_SD
+    ]
+
+
+def _imbalance_warnings(config: dict) -> list[ReportWarning]:
+    counts = config.get("train", {}).get("class_counts", {})
+    if len(counts) < 2:
+        return []
+    listed = ", ".join(f"{name}: {count}" for name, count in counts.items())
+    smallest, largest = min(counts.values()), max(counts.values())
+    if smallest == 0:
+        empty = [name for name, count in counts.items() if count == 0]
+        return [
+            ReportWarning(
+                "danger",
+                f"No training images for class {', '.join(empty)}",
+                f"Training images per class: {listed}.",
+            )
+        ]
+    if largest / smallest <= IMBALANCE_RATIO:
+        return []
+    return [
+        ReportWarning(
+            "warning",
+            f"Strong class imbalance in training: {largest / smallest:.1f} to 1",
+            f"Training images per class: {listed}. A network can score well by favouring the "
+            "large class; read per-class recall in the confusion matrices, and consider "
+            "balancing the folders.",
+        )
+    ]
+
+
+def _leakage_warnings(config: dict) -> list[ReportWarning]:
+    pairs = config.get("leakage") or []
+    if not pairs:
+        return []
+    shown = "; ".join(" ↔ ".join(map(str, _pair_items(pair))) for pair in pairs[:5])
+    more = f" (and {len(pairs) - 5} more)" if len(pairs) > 5 else ""
+    return [
+        ReportWarning(
+            "danger",
+            f"Leakage: {len(pairs)} near-duplicate image pairs across training and test",
+            f"{shown}{more}. Test accuracy on copies of training images overstates how well the "
+            "network generalises; remove the duplicates or split by source field.",
+        )
+    ]
+
+
+def _pair_items(pair) -> list:
+    return list(pair.values()) if isinstance(pair, dict) else list(pair)

@@ -1,0 +1,416 @@
+"""The self-contained HTML report of one results folder.
+
+`write_report` reads ``config.json``, ``runs.csv``, ``epochs.csv`` and ``predictions.csv``,
+draws every figure into ``figures/`` (see `cellclass.figures`) and renders
+``templates/report.html.j2`` into ``report.html`` with each figure embedded as a base64 data
+URI and the CSS inline, so the file can be mailed, archived or printed on its own.
+
+`find_warnings` turns the tables into plain-language warnings shown at the top of the
+report (memorisation, chance-level accuracy, class imbalance, run-to-run spread, leakage).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from cellclass import figures, results
+from cellclass.cache import (
+    BadImagesError,
+    Preprocessing,
+    load_normalized,
+    preprocessing_from_dict,
+)
+from cellclass.checks import ReportWarning, find_warnings, summary_rows
+from cellclass.folders import FolderError, FolderIndex, scan_folder
+from cellclass.metrics import confusion_matrix, expected_calibration_error, reliability_bins
+
+__all__ = [
+    "ReportWarning",
+    "Results",
+    "find_warnings",
+    "read_results",
+    "summary_rows",
+    "write_preview",
+    "write_report",
+]
+
+N_PANEL = 16  # images per prediction panel
+
+_TEXT_COLUMNS = ("model", "dataset", "split", "path", "true", "predicted")
+_INT_COLUMNS = ("run", "seed", "epoch", "n_images", "control")
+
+
+@dataclass(frozen=True)
+class Results:
+    config: dict  # config.json
+    runs: list[dict] = field(default_factory=list)  # runs.csv rows, numbers converted
+    epochs: list[dict] = field(default_factory=list)  # epochs.csv rows
+    predictions: list[dict] = field(default_factory=list)  # predictions.csv rows
+
+
+# ---------------------------------------------------------------- reading
+def _read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV file with typed columns; a missing file is an empty table.
+
+    Columns are typed by name, not by content, so a class called "01" stays "01".
+    Text columns stay str, count columns become int, every other column float (NaN if empty);
+    a missing ``control`` column reads as 0.
+    """
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [_typed(row) for row in csv.DictReader(handle)]
+
+
+def _typed(row: dict) -> dict:
+    out = {"control": 0} if "run" in row else {}
+    for key, value in row.items():
+        if key in _TEXT_COLUMNS:
+            out[key] = value
+        elif key in _INT_COLUMNS:
+            out[key] = int(float(value)) if value else 0
+        else:
+            out[key] = float(value) if value else math.nan
+    return out
+
+
+def read_results(run_dir: str | os.PathLike) -> Results:
+    """Read a results folder; missing CSV files give empty tables.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``run_dir/config.json`` does not exist (not a cellclass results folder).
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{config_path} not found: {run_dir} is not a cellclass results folder "
+            "(run `cellclass train` first, or point at the folder it wrote)"
+        )
+    tables = {
+        name: _read_csv(run_dir / f"{name}.csv") for name in ("runs", "epochs", "predictions")
+    }
+    return Results(config=results.read_json(config_path), **tables)
+
+
+# ---------------------------------------------------------------- figures
+def _load_images(paths: list, prep: Preprocessing, cache_dir: str | None) -> np.ndarray:
+    """Images as the model saw them, (N, S, S, C) float32 in [0, 1] (tests replace this)."""
+    folder = Path(cache_dir) if cache_dir else None
+    return load_normalized([Path(path) for path in paths], prep, cache_dir=folder)
+
+
+def _loading(config: dict) -> tuple[Preprocessing, str | None]:
+    """The fitted preprocessing and the pixel cache folder an experiment used."""
+    prep = preprocessing_from_dict(config["preprocessing"])
+    return prep, config.get("settings", {}).get("cache_dir")
+
+
+def _balanced_sample(names: list[str], class_names, n_images: int, rng) -> list[int]:
+    """Indices of up to `n_images` items drawn at random, classes taking turns, sorted by class."""
+    by_class: dict[str, list[int]] = {}
+    for index in rng.permutation(len(names)):
+        by_class.setdefault(names[index], []).append(int(index))
+    mixed = [i for turn in zip_longest(*by_class.values()) for i in turn if i is not None]
+    order = {name: position for position, name in enumerate(class_names)}
+    return sorted(mixed[:n_images], key=lambda i: order.get(names[i], len(order)))
+
+
+def write_preview(
+    index: FolderIndex,
+    prep: Preprocessing,
+    out_path: str | os.PathLike,
+    *,
+    n_images: int = 25,
+    rng: np.random.Generator,
+    cache_dir: str | None = None,
+) -> Path:
+    """Grid of images of a class-folder tree after the loading and normalisation the model sees.
+
+    Parameters
+    ----------
+    index : FolderIndex
+        The scanned folder (`cellclass.folders.scan_folder`).
+    prep : Preprocessing
+        Fitted preprocessing: "dataset" normalisation needs the training-set percentiles
+        (as returned by `cellclass.experiment.prepare_data`).
+    out_path : path
+        PNG file to write.
+    n_images : int, optional
+        Images in the grid (25 gives the study's 5x5 grid); classes take turns.
+    rng : numpy.random.Generator
+        Chooses the images.
+    cache_dir : str, optional
+        Pixel cache folder (default: the cache module's default).
+
+    Returns
+    -------
+    Path
+        `out_path`.
+    """
+    names = [index.class_names[sample.label] for sample in index.samples]
+    if not names:
+        raise ValueError(f"{index.root} holds no images to preview")
+    chosen = _balanced_sample(names, index.class_names, n_images, rng)
+    images = _load_images([index.samples[i].path for i in chosen], prep, cache_dir)
+    title = f"{Path(index.root).name}: {len(chosen)} of {len(names)} images"
+    return figures.preview_grid(images, [names[i] for i in chosen], out_path, title=title)
+
+
+def _slug(*names: str) -> str:
+    """A file-name-safe join of names: "badger", "test A" -> "badger-test-A"."""
+    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-.") for name in names)
+
+
+def _figure(path: Path, title: str, caption: str) -> dict:
+    """A figure entry for the template, with the PNG embedded as a base64 data URI."""
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return {
+        "title": title,
+        "caption": caption,
+        "file": path.name,
+        "src": f"data:image/png;base64,{encoded}",
+    }
+
+
+def _controls(data: Results) -> set[tuple[int, str]]:
+    """(run, model) of the label-shuffled control runs, kept out of the main figures."""
+    return {(row["run"], row["model"]) for row in data.runs if row.get("control")}
+
+
+def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> list[dict]:
+    """Accuracy box plot (when there are test sets) and training curves (when there are epochs)."""
+    entries = []
+    chance = 1.0 / max(1, len(data.config["class_names"]))
+    expert = data.config.get("expert") or {}
+    runs = [row for row in data.runs if not row.get("control") and math.isfinite(row["accuracy"])]
+    if runs:
+        path = figures.accuracy_boxplot(
+            runs, out / "accuracy.png", chance=chance, expert=expert, rng=rng
+        )
+        caption = "One point per run; dashed line: chance" + (
+            "; orange: expert." if expert else "."
+        )
+        entries.append(_figure(path, "Test accuracy over runs", caption))
+    controls = _controls(data)
+    epochs = [row for row in data.epochs if (row["run"], row["model"]) not in controls]
+    for metric in ("accuracy", "loss"):
+        if any(math.isfinite(row.get(metric, math.nan)) for row in epochs):
+            name = f"curves-{metric}.png"
+            path = figures.training_curves(epochs, out / name, metric=metric, rng=rng)
+            caption = "Train near 100 % while a test set stays low means memorisation."
+            entries.append(_figure(path, f"Training curves: {metric}", caption))
+    return entries
+
+
+def _panel_rows(rows: list[dict], class_names: list[str], rng: np.random.Generator) -> list[dict]:
+    """Up to N_PANEL predictions drawn at random, classes taking turns, sorted by class."""
+    chosen = _balanced_sample([row["true"] for row in rows], class_names, N_PANEL, rng)
+    return [rows[i] for i in chosen]
+
+
+def _preview_figure(data: Results, out: Path, rng, notes: list) -> list[dict]:
+    """Preview grid of the training folder, or a note saying why there is none."""
+    train_dir = data.config.get("train", {}).get("path")
+    if not train_dir:
+        return []
+    prep, cache_dir = _loading(data.config)
+    try:
+        index = scan_folder(train_dir, class_names=tuple(data.config["class_names"]))
+        path = write_preview(index, prep, out / "preview.png", rng=rng, cache_dir=cache_dir)
+    except (OSError, FolderError, BadImagesError) as error:
+        notes.append(f"Preview of the training images left out: {error}")
+        return []
+    return [_figure(path, "Training images", "After the loading and normalisation the model sees.")]
+
+
+def _panel_figures(rows, label: str, data: Results, out: Path, rng) -> list[dict]:
+    """Random prediction panel and most-confidently-wrong panel of one run on one test set."""
+    sample = _panel_rows(rows, data.config["class_names"], rng)
+    wrong = sorted(
+        (r for r in rows if r["true"] != r["predicted"]), key=lambda row: -row["confidence"]
+    )[:N_PANEL]
+    images = _load_images([row["path"] for row in sample + wrong], *_loading(data.config))
+    entries = []
+    for name, chosen, offset, title in (
+        ("panel", sample, 0, "Predictions"),
+        ("wrong", wrong, len(sample), "Most confidently wrong"),
+    ):
+        if chosen:
+            path = figures.prediction_panel(
+                images[offset : offset + len(chosen)],
+                [r["true"] for r in chosen],
+                [r["predicted"] for r in chosen],
+                [r["confidence"] for r in chosen],
+                out / f"{name}-{_slug(label)}.png",
+                title=f"{title}: {label}, run {rows[0]['run']}",
+            )
+            entries.append(
+                _figure(
+                    path,
+                    f"{title} (run {rows[0]['run']})",
+                    "Green: right; red: wrong; % = softmax confidence.",
+                )
+            )
+    return entries
+
+
+def _pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list[dict]:
+    """Confusion matrix and reliability diagram of all (non-control) runs on one test set."""
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({r[key] for r in rows for key in ("true", "predicted")} - set(index))
+    if unknown:
+        raise ValueError(
+            f"predictions.csv names classes {unknown} missing from config.json "
+            f"class_names {class_names}; the results folder is inconsistent"
+        )
+    y_true = np.array([index[r["true"]] for r in rows])  # (N,)
+    y_pred = np.array([index[r["predicted"]] for r in rows])  # (N,)
+    n_runs = len({r["run"] for r in rows})
+    matrix = confusion_matrix(y_true, y_pred, len(class_names))
+    path = figures.confusion_figure(
+        matrix, class_names, out / f"confusion-{_slug(label)}.png", title=label
+    )
+    pooled = f"All images of {n_runs} run{'' if n_runs == 1 else 's'} pooled."
+    entries = [_figure(path, "Confusion matrix", pooled)]
+    columns = [f"p_{name}" for name in class_names]
+    probs = np.array([[r.get(column, math.nan) for column in columns] for r in rows])  # (N, K)
+    if np.isfinite(probs).all():
+        probs /= probs.sum(axis=1, keepdims=True)  # undo rounding in the CSV
+        bins = reliability_bins(probs, y_true)
+        ece = expected_calibration_error(probs, y_true)
+        path = figures.reliability_figure(
+            bins, ece, out / f"reliability-{_slug(label)}.png", title=label
+        )
+        question = "Is “95 % confident” right 95 % of the time? Bars on the diagonal mean yes."
+        entries.append(_figure(path, "Calibration", f"{question} {pooled}"))
+    return entries
+
+
+def _test_sections(data: Results, out: Path, rng: np.random.Generator, notes: list) -> list[dict]:
+    """One report section per (model, test set): panels, confusion, calibration.
+
+    Panels that cannot be drawn because the test images are gone are left out with a note
+    appended to `notes`; the pooled figures need only the CSV and are always drawn.
+    """
+    controls = _controls(data)
+    rows = [r for r in data.predictions if (r["run"], r["model"]) not in controls]
+    keys = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
+    several_models = len({model for model, _ in keys}) > 1
+    sections = []
+    for model, dataset in keys:
+        label = f"{model} on {dataset}" if several_models else dataset
+        group = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
+        first = min(r["run"] for r in group)
+        try:
+            entries = _panel_figures([r for r in group if r["run"] == first], label, data, out, rng)
+        except (OSError, BadImagesError) as error:  # test images moved or changed since training
+            entries = []
+            notes.append(f"Prediction panels of {label} left out: {error}")
+        entries += _pooled_figures(group, label, data.config["class_names"], out)
+        sections.append({"title": label, "figures": entries})
+    return sections
+
+
+# ---------------------------------------------------------------- HTML
+def _percent(value) -> str:
+    """Jinja filter: 0.9612 -> "96.1 %"; NaN or None -> "–"."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{100 * value:.1f} %"
+
+
+def _flatten(data: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested settings as (dotted key, text) rows, in file order."""
+    rows = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, f"{name}.")
+        else:
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            rows.append((name, "–" if value is None else text))
+    return rows
+
+
+def _data_table(config: dict) -> dict:
+    """Images per class in the training folder and each test folder, with totals."""
+    sets = {"train": config.get("train", {}), **config.get("tests", {})}
+    rows = [
+        [index, name, *(info.get("class_counts", {}).get(name, 0) for info in sets.values())]
+        for index, name in enumerate(config["class_names"])
+    ]
+    totals = ["", "total", *(info.get("n_images", "–") for info in sets.values())]
+    return {
+        "columns": list(sets),
+        "rows": rows,
+        "totals": totals,
+        "paths": {name: info.get("path", "–") for name, info in sets.items()},
+    }
+
+
+def _render(context: dict) -> str:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("cellclass", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["percent"] = _percent
+    return environment.get_template("report.html.j2").render(context)
+
+
+def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """Draw every figure into ``run_dir/figures/`` and write ``run_dir/report.html``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A results folder written by `cellclass.experiment` (``config.json`` and the CSVs).
+    seed : int, optional
+        Seeds the jitter of points and the choice of images in the prediction panels, so
+        the same folder always gives the same report.
+
+    Returns
+    -------
+    Path
+        The written ``report.html``, self-contained (figures as data URIs, CSS inline).
+    """
+    run_dir = Path(run_dir)
+    data = read_results(run_dir)
+    rng = np.random.default_rng(seed)
+    out = run_dir / "figures"
+    notes: list[str] = []
+    context = {
+        "name": run_dir.name,
+        "config": data.config,
+        "warnings": find_warnings(data.runs, data.epochs, data.config),
+        "summary": summary_rows(data.runs),
+        "expert": data.config.get("expert") or {},
+        "preview": _preview_figure(data, out, rng, notes),
+        "overview": _overview_figures(data, out, rng),
+        "sections": _test_sections(data, out, rng, notes),
+        "notes": notes,
+        "data": _data_table(data.config),
+        "settings": _flatten(data.config.get("settings", {})),
+        "versions": _flatten(data.config.get("versions", {})),
+        "machine": _flatten(data.config.get("machine", {})),
+        "n_runs": len({(r["run"], r["model"]) for r in data.runs + data.epochs}),
+    }
+    path = run_dir / "report.html"
+    results.atomic_write_text(path, _render(context))
+    return path

@@ -1,0 +1,253 @@
+"""Tests of cellclass.figures: every figure function on tiny synthetic tables and images."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cellclass import figures
+from cellclass.figure_parts import (
+    RIGHT_COLOUR,
+    WRONG_COLOUR,
+    group_values,
+    moving_average,
+    per_class_scores,
+)
+
+CLASSES = {2: ["Control", "Snap29"], 5: ["a", "b", "c", "d", "e"]}
+
+
+def _png_size(path) -> tuple[int, int]:
+    """(width, height) of a PNG file, after checking that it decodes."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.load()
+        return image.size
+
+
+def _images(n: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 32, 32, channels), dtype=np.float32)
+
+
+def _run_rows(n_runs: int, datasets, models=("badger",), seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [
+        {"run": run, "model": model, "dataset": dataset, "accuracy": rng.uniform(0.6, 0.95)}
+        for model in models
+        for run in range(n_runs)
+        for dataset in datasets
+    ]
+
+
+def _epoch_rows(n_runs: int, splits, models=("badger",), n_epochs: int = 6) -> list[dict]:
+    rng = np.random.default_rng(1)
+    rows = []
+    for model in models:
+        for run in range(n_runs):
+            for epoch in range(1, n_epochs + 1):
+                for split in splits:
+                    accuracy = 1 - 0.5 * 0.7**epoch + rng.normal(0, 0.02)
+                    rows.append(
+                        {
+                            "run": run,
+                            "model": model,
+                            "epoch": epoch,
+                            "split": split,
+                            "accuracy": accuracy,
+                            "loss": -np.log(accuracy),
+                        }
+                    )
+    return rows
+
+
+def _bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> dict:
+    """Reliability bins computed here, independently of cellclass.metrics."""
+    edges = np.linspace(0, 1, n_bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    count = np.bincount(index, minlength=n_bins)
+    with np.errstate(invalid="ignore"):
+        mean_confidence = np.bincount(index, confidence, n_bins) / count
+        accuracy = np.bincount(index, correct.astype(float), n_bins) / count
+    return {"confidence": mean_confidence, "accuracy": accuracy, "count": count, "edges": edges}
+
+
+# ---------------------------------------------------------------- image grids
+@pytest.mark.parametrize(("n_images", "channels"), [(1, 1), (7, 3), (25, 2), (30, 4)])
+def test_preview_grid_writes_a_png_of_sensible_size(tmp_path, n_images, channels):
+    labels = [CLASSES[5][i % 5] for i in range(n_images)]
+    out = tmp_path / "new" / "folder" / "preview.png"
+    path = figures.preview_grid(_images(n_images, channels), labels, out, title="Training")
+    assert path == out
+    width, height = _png_size(path)
+    n_cols, n_rows = min(5, n_images), -(-n_images // 5)
+    assert 150 * n_cols < width < 250 * n_cols + 100
+    assert 150 * n_rows < height < 250 * n_rows + 150
+    assert [p.name for p in out.parent.iterdir()] == ["preview.png"]  # no temporary file left
+
+
+def test_preview_grid_rejects_mismatched_labels(tmp_path):
+    with pytest.raises(ValueError, match="3 images but 2 labels"):
+        figures.preview_grid(_images(3), ["a", "b"], tmp_path / "p.png")
+
+
+def test_prediction_labels_are_green_when_right_and_red_when_wrong():
+    labels = figures.prediction_labels(["A", "B", "C"], ["A", "C", "C"], [0.97, 0.5, 0.123])
+    assert [colour for _, colour in labels] == [RIGHT_COLOUR, WRONG_COLOUR, RIGHT_COLOUR]
+    assert labels[0][0] == "pred A 97 %\ntrue A"
+    assert labels[1][0] == "pred C 50 %\ntrue B"
+    assert RIGHT_COLOUR != WRONG_COLOUR
+
+
+@pytest.mark.parametrize("n_classes", [2, 5])
+@pytest.mark.parametrize("n_images", [1, 16])
+def test_prediction_panel_any_number_of_classes(tmp_path, n_classes, n_images):
+    rng = np.random.default_rng(n_images)
+    names = CLASSES[n_classes]
+    true = list(rng.choice(names, n_images))
+    pred = list(rng.choice(names, n_images))
+    path = figures.prediction_panel(
+        _images(n_images),
+        true,
+        pred,
+        rng.random(n_images),
+        tmp_path / "panel.png",
+        title="Predictions",
+    )
+    width, height = _png_size(path)
+    assert 150 < width < 1200 and 150 < height < 1300
+
+
+def test_prediction_panel_rejects_mismatched_lengths(tmp_path):
+    with pytest.raises(ValueError, match="differ in length"):
+        figures.prediction_panel(_images(2), ["A", "B"], ["A"], [0.5, 0.6], tmp_path / "p.png")
+
+
+# ---------------------------------------------------------------- runs and epochs
+@pytest.mark.parametrize(
+    ("n_runs", "datasets", "models"),
+    [(1, ["test"], ["badger"]), (12, ["snap29", "snf7", "third"], ["badger", "strong"])],
+)
+def test_accuracy_boxplot_one_run_and_many(tmp_path, n_runs, datasets, models):
+    rows = _run_rows(n_runs, datasets, models)
+    path = figures.accuracy_boxplot(
+        rows,
+        tmp_path / "box.png",
+        chance=0.5,
+        expert={"snap29": 0.93, "absent": 0.5},
+        rng=np.random.default_rng(0),
+    )
+    width, height = _png_size(path)
+    assert 400 < width < 2000 and 350 < height < 600
+
+
+def test_accuracy_boxplot_is_reproducible_with_the_same_rng(tmp_path):
+    rows = _run_rows(8, ["a", "b"])
+    paths = [
+        figures.accuracy_boxplot(
+            rows, tmp_path / f"{k}.png", chance=0.2, rng=np.random.default_rng(seed)
+        )
+        for k, seed in enumerate((7, 7, 8))
+    ]
+    first, same, other = (path.read_bytes() for path in paths)
+    assert first == same and first != other
+
+
+def test_accuracy_boxplot_needs_accuracies(tmp_path):
+    with pytest.raises(ValueError, match="no test accuracies"):
+        figures.accuracy_boxplot([], tmp_path / "b.png", chance=0.5, rng=np.random.default_rng())
+
+
+def test_control_runs_stay_out_of_the_main_boxes_unless_asked():
+    rows = _run_rows(3, ["t"]) + [
+        {"model": "badger", "dataset": "t", "accuracy": 0.5, "control": 1}
+    ]
+    assert list(group_values(rows, "accuracy")) == [("badger", "t")]
+    assert len(group_values(rows, "accuracy")[("badger", "t")]) == 3
+    with_control = group_values(rows, "accuracy", include_control=True)
+    assert with_control[("badger (control)", "t")] == [0.5]
+
+
+@pytest.mark.parametrize(
+    ("n_runs", "splits", "models", "metric"),
+    [
+        (1, ["train"], ["badger"], "accuracy"),
+        (5, ["test", "val", "train"], ["badger"], "loss"),
+        (4, ["train", "val", "a", "b", "c"], ["badger", "strong"], "accuracy"),
+    ],
+)
+def test_training_curves_one_panel_per_split(tmp_path, n_runs, splits, models, metric):
+    rows = _epoch_rows(n_runs, splits, models)
+    path = figures.training_curves(
+        rows, tmp_path / "curves.png", metric=metric, rng=np.random.default_rng(0)
+    )
+    width, height = _png_size(path)
+    n_cols, n_rows = min(3, len(splits)), -(-len(splits) // 3)
+    assert 300 * n_cols < width < 500 * n_cols + 100
+    assert 250 * n_rows < height < 400 * n_rows + 100
+
+
+def test_training_curves_skip_missing_values_and_need_some(tmp_path):
+    rows = _epoch_rows(2, ["train", "val"])
+    for row in rows[::3]:
+        row["loss"] = float("nan")
+    figures.training_curves(rows, tmp_path / "c.png", metric="loss", rng=np.random.default_rng())
+    for row in rows:
+        row["loss"] = float("nan")
+    with pytest.raises(ValueError, match="no finite 'loss' values"):
+        figures.training_curves(
+            rows, tmp_path / "d.png", metric="loss", rng=np.random.default_rng()
+        )
+
+
+def test_moving_average_keeps_the_ends_and_smooths_the_middle():
+    values = np.array([0.0, 3.0, 0.0, 3.0, 0.0, 9.0])
+    assert moving_average(values, 3) == pytest.approx([0, 1, 2, 1, 4, 9])
+
+
+# ---------------------------------------------------------------- confusion and calibration
+@pytest.mark.parametrize("n_classes", [2, 5])
+def test_confusion_figure_counts_and_normalised(tmp_path, n_classes):
+    matrix = np.random.default_rng(0).integers(0, 30, (n_classes, n_classes))
+    matrix[-1] = 0  # a class absent from the test set must not break the figure
+    path = figures.confusion_figure(
+        matrix, CLASSES[n_classes], tmp_path / "confusion.png", title="snap29"
+    )
+    width, height = _png_size(path)
+    assert 500 < width < 1500 and 350 < height < 1200
+
+
+def test_confusion_figure_rejects_a_wrong_shape(tmp_path):
+    with pytest.raises(ValueError, match=r"expected \(3, 3\)"):
+        figures.confusion_figure(np.eye(2), ["a", "b", "c"], tmp_path / "c.png")
+
+
+def test_per_class_scores_from_a_matrix():
+    matrix = np.array([[8, 2], [4, 6]])  # rows true, columns predicted
+    scores = per_class_scores(matrix)
+    assert scores["precision"] == pytest.approx([8 / 12, 6 / 8])
+    assert scores["recall"] == pytest.approx([0.8, 0.6])
+    assert scores["f1"][0] == pytest.approx(2 * (8 / 12) * 0.8 / (8 / 12 + 0.8))
+    assert list(scores["support"]) == [10, 10]
+    assert per_class_scores(np.zeros((3, 3), dtype=int))["f1"] == pytest.approx([0, 0, 0])
+
+
+@pytest.mark.parametrize("n_images", [1, 500])
+def test_reliability_figure(tmp_path, n_images):
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, n_images)
+    correct = rng.random(n_images) < confidence
+    bins = _bins(confidence, correct)
+    path = figures.reliability_figure(bins, 0.034, tmp_path / "reliability.png", title="snf7")
+    width, height = _png_size(path)
+    assert 400 < width < 700 and 450 < height < 700
+
+
+def test_importing_figures_leaves_pyplot_and_the_backend_alone():
+    code = (  # rcParams.copy() reads settings without resolving (and importing) a backend
+        "import sys, matplotlib; before = matplotlib.rcParams.copy(); import cellclass.figures; "
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
+        "assert matplotlib.rcParams.copy() == before, 'rcParams changed'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

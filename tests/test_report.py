@@ -1,0 +1,375 @@
+"""Tests of cellclass.report: warnings, summary table and the self-contained report.html."""
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cellclass import report, results
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# ---------------------------------------------------------------- a fake results folder
+def _accuracy(rng, dataset: str, *, memorise: bool) -> float:
+    """A plausible test accuracy; test sets named "*hard*" are much worse when memorising."""
+    centre = 0.55 if memorise and "hard" in dataset else 0.9
+    return float(np.clip(rng.normal(centre, 0.03), 0.0, 1.0))
+
+
+def _write_images(root: Path, class_names, n_per_class: int, rng) -> list[tuple[str, str]]:
+    """Tiny 32x32 RGB PNG files, one folder per class; returns (path, class) pairs."""
+    files = []
+    for index, name in enumerate(class_names):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for k in range(n_per_class):
+            pixels = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
+            pixels[8:24, 8:24, index % 3] = 200  # a class-coloured square
+            path = folder / f"img_{k:02d}.png"
+            Image.fromarray(pixels).save(path)
+            files.append((str(path), name))
+    return files
+
+
+def _prediction_rows(run, model, dataset, files, accuracy, class_names, rng) -> list[dict]:
+    rows = []
+    n_right = round(accuracy * len(files))
+    rights = rng.permutation(len(files)) < n_right  # exactly n_right right answers
+    for (path, true), right in zip(files, rights, strict=True):
+        predicted = true if right else rng.choice([c for c in class_names if c != true])
+        probs = rng.dirichlet(np.ones(len(class_names)))
+        top = class_names.index(predicted)
+        probs[top] = probs.max() + 1.0  # predicted class is the most probable
+        probs /= probs.sum()
+        row = {
+            "run": run,
+            "model": model,
+            "dataset": dataset,
+            "path": path,
+            "true": true,
+            "predicted": predicted,
+            "confidence": float(probs[top]),
+        }
+        rows.append(row | {f"p_{c}": float(p) for c, p in zip(class_names, probs, strict=True)})
+    return rows
+
+
+def _epoch_rows(run, model, splits, n_epochs, *, memorise: bool, rng) -> list[dict]:
+    rows = []
+    for epoch in range(1, n_epochs + 1):
+        for split in splits:
+            ceiling = 1.0 if split == "train" and memorise else 0.9
+            accuracy = float(np.clip(ceiling - 0.4 * 0.25**epoch + rng.normal(0, 0.005), 0, 1))
+            rows.append(
+                {
+                    "run": run,
+                    "model": model,
+                    "epoch": epoch,
+                    "split": split,
+                    "loss": -math.log(max(accuracy, 0.05)),
+                    "accuracy": accuracy,
+                    "seconds": 0.1,
+                }
+            )
+    return rows
+
+
+def make_run_folder(
+    root: Path,
+    *,
+    n_runs=3,
+    class_names=("A", "B"),
+    tests=("test",),
+    models=("badger",),
+    memorise=False,
+    counts=None,
+    seed=0,
+) -> Path:
+    """A results folder as cellclass.experiment writes it, with tiny test images on disk."""
+    rng = np.random.default_rng(seed)
+    class_names = list(class_names)
+    run_dir = root / "run"
+    run_dir.mkdir(parents=True)
+    _write_images(root / "data" / "train", class_names, 3, rng)
+    test_files = {name: _write_images(root / "data" / name, class_names, 4, rng) for name in tests}
+    runs, epochs, predictions = [], [], []
+    for model in models:
+        for run in range(n_runs):
+            for dataset, files in test_files.items():
+                accuracy = _accuracy(rng, dataset, memorise=memorise)
+                runs.append(
+                    {
+                        "run": run,
+                        "seed": run,
+                        "model": model,
+                        "dataset": dataset,
+                        "accuracy": accuracy,
+                        "loss": 0.3,
+                        "ece": 0.05,
+                        "n_images": len(files),
+                        "seconds": 1.0,
+                        "control": 0,
+                    }
+                )
+                predictions += _prediction_rows(
+                    run, model, dataset, files, accuracy, class_names, rng
+                )
+            epochs += _epoch_rows(
+                run, model, ["train", "val", *tests], 4, memorise=memorise, rng=rng
+            )
+    results.write_table(run_dir / "runs.csv", results.RUNS_COLUMNS, runs)
+    results.write_table(run_dir / "epochs.csv", results.EPOCHS_COLUMNS, epochs)
+    results.write_table(
+        run_dir / "predictions.csv", results.prediction_columns(tuple(class_names)), predictions
+    )
+    counts = counts or {name: 20 for name in class_names}
+    tests_info = {
+        name: {
+            "path": str(root / "data" / name),
+            "n_images": len(files),
+            "class_counts": {c: 4 for c in class_names},
+        }
+        for name, files in test_files.items()
+    }
+    config = {
+        "cellclass_version": "0.1.0",
+        "created": "2025-01-01T00:00:00+00:00",
+        "settings": {"runs": n_runs, "seed": 0, "train": {"model": models[0], "epochs": 4}},
+        "class_names": class_names,
+        "train": {
+            "path": str(root / "data" / "train"),
+            "n_images": sum(counts.values()),
+            "class_counts": counts,
+            "n_ignored": 1,
+            "n_non_images": 0,
+        },
+        "tests": tests_info,
+        "preprocessing": {
+            "image_size": 32,
+            "channels": None,
+            "page": 0,
+            "normalization": {"mode": "image"},
+        },
+        "versions": {"python": "3.11", "numpy": np.__version__},
+        "machine": {"platform": "test"},
+    }
+    results.write_json(run_dir / "config.json", config)
+    return run_dir
+
+
+def _read_images(paths, prep, cache_dir) -> np.ndarray:
+    """Stand-in for the cache loader: read the PNG files, (N, 32, 32, 3) float32 in [0, 1]."""
+    return np.stack([np.asarray(Image.open(path), dtype=np.float32) / 255 for path in paths])
+
+
+@pytest.fixture
+def fake_loader(monkeypatch):
+    monkeypatch.setattr(report, "_load_images", _read_images)
+
+
+@pytest.fixture(scope="module")
+def rich_report(tmp_path_factory):
+    """One report of 5 classes, 2 models, 2 test sets and 4 runs, built once for several tests."""
+    root = tmp_path_factory.mktemp("rich")
+    run_dir = make_run_folder(
+        root,
+        n_runs=4,
+        class_names=("a", "b", "c", "d", "e"),
+        tests=("plate-1", "plate 2"),
+        models=("badger", "strong"),
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "_load_images", _read_images)
+        return report.write_report(run_dir)
+
+
+def _data_uris(html: str) -> list[str]:
+    return re.findall(r'<img src="(data:image/png;base64,[A-Za-z0-9+/=]+)"', html)
+
+
+# ---------------------------------------------------------------- summary and warnings
+def test_summary_rows_mean_sd_interval():
+    runs = [{"model": "m", "dataset": "t", "accuracy": a} for a in (0.8, 0.9, 1.0)]
+    (row,) = report.summary_rows(runs)
+    assert (row["n"], row["control"]) == (3, 0)
+    assert row["mean"] == pytest.approx(0.9)
+    assert row["sd"] == pytest.approx(0.1)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, df=2) x standard error
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.9 - half, 0.9 + half))
+    assert (row["min"], row["max"]) == pytest.approx((0.8, 1.0))
+
+
+def test_summary_rows_keeps_control_runs_apart_and_last():
+    runs = [
+        {"model": "m", "dataset": "t", "accuracy": 0.5, "control": 1},
+        {"model": "m", "dataset": "t", "accuracy": 0.9},
+    ]
+    rows = report.summary_rows(runs)
+    assert [(r["control"], r["mean"]) for r in rows] == [(0, 0.9), (1, 0.5)]
+
+
+def test_memorisation_warning_fires(tmp_path):
+    data = report.read_results(make_run_folder(tmp_path, tests=("easy", "hard"), memorise=True))
+    warnings = report.find_warnings(data.runs, data.epochs, data.config)
+    titles = [w.title for w in warnings]
+    assert any(t.startswith("Memorisation") and t.endswith("on hard") for t in titles)
+    assert not any(t.startswith("Memorisation") and "on easy" in t for t in titles)
+    assert warnings[0].level == "danger"
+
+
+def test_clean_results_give_no_warnings(tmp_path):
+    data = report.read_results(make_run_folder(tmp_path, n_runs=5))
+    assert report.find_warnings(data.runs, data.epochs, data.config) == []
+
+
+def test_chance_spread_imbalance_and_leakage_warnings():
+    runs = [
+        {"run": k, "model": "m", "dataset": "t", "accuracy": a, "n_images": 40}
+        for k, a in enumerate((0.3, 0.55, 0.7, 0.45))
+    ]
+    config = {
+        "class_names": ["A", "B"],
+        "train": {"class_counts": {"A": 100, "B": 20}},
+        "leakage": [["train/A/1.png", "test/A/7.png"]],
+    }
+    warnings = report.find_warnings(runs, [], config)
+    titles = " | ".join(w.title for w in warnings)
+    assert "indistinguishable from chance" in titles
+    assert "run-to-run spread" in titles
+    assert "class imbalance" in titles and "5.0 to 1" in titles
+    assert "Leakage: 1 near-duplicate" in titles
+    assert "test/A/7.png" in warnings[0].detail
+    assert [w.level for w in warnings] == sorted((w.level for w in warnings), key="danger".__ne__)
+
+
+def test_single_run_uses_wilson_interval_over_images():
+    runs = [{"run": 0, "model": "m", "dataset": "t", "accuracy": 0.55, "n_images": 20}]
+    (warning,) = report.find_warnings(runs, [], {"class_names": ["A", "B"]})
+    assert "chance" in warning.title and "Wilson interval over 20 images" in warning.detail
+    runs[0]["n_images"] = 2000  # the same accuracy on many images is clearly above chance
+    assert report.find_warnings(runs, [], {"class_names": ["A", "B"]}) == []
+
+
+def test_control_runs_above_chance_warn_and_at_chance_do_not():
+    runs = [
+        {"run": k, "model": "m", "dataset": "t", "accuracy": a, "control": 1}
+        for k, a in enumerate((0.49, 0.52, 0.5))
+    ]
+    assert report.find_warnings(runs, [], {"class_names": ["A", "B"]}) == []
+    for row, accuracy in zip(runs, (0.8, 0.82, 0.79), strict=True):
+        row["accuracy"] = accuracy
+    (warning,) = report.find_warnings(runs, [], {"class_names": ["A", "B"]})
+    assert warning.title.startswith("Label-shuffled control runs beat chance")
+
+
+def test_read_results_keeps_numeric_class_names_as_text(tmp_path):
+    run_dir = make_run_folder(tmp_path, class_names=("1", "2"))
+    data = report.read_results(run_dir)
+    assert {row["true"] for row in data.predictions} == {"1", "2"}
+    assert all(isinstance(row["run"], int) and row["control"] == 0 for row in data.runs)
+
+
+def test_read_results_without_config_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a cellclass results folder"):
+        report.read_results(tmp_path)
+
+
+# ---------------------------------------------------------------- preview
+def test_write_preview_loads_real_images_with_classes_taking_turns(tmp_path):
+    from cellclass.cache import preprocessing_from_dict
+    from cellclass.folders import scan_folder
+
+    _write_images(tmp_path / "train", ["a", "b", "c", "d", "e"], 6, np.random.default_rng(0))
+    index = scan_folder(tmp_path / "train")
+    prep = preprocessing_from_dict(
+        {"image_size": 32, "channels": None, "normalization": {"mode": "image"}}
+    )
+    path = report.write_preview(
+        index,
+        prep,
+        tmp_path / "figures" / "preview.png",
+        rng=np.random.default_rng(0),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with Image.open(path) as image:
+        assert 5 * 150 < image.size[0] < 5 * 250 + 100 and 5 * 150 < image.size[1]
+    names = [index.class_names[s.label] for s in index.samples]
+    chosen = report._balanced_sample(names, index.class_names, 25, np.random.default_rng(0))
+    assert [names[i] for i in chosen] == [c for c in "abcde" for _ in range(5)]
+
+
+# ---------------------------------------------------------------- report.html
+def test_report_embeds_every_figure_and_fetches_nothing(rich_report):
+    html = rich_report.read_text()
+    figure_files = sorted(path.name for path in (rich_report.parent / "figures").glob("*.png"))
+    # preview, box plot, 2 curves + per (model, test set): panel, wrong, confusion, reliability
+    assert len(figure_files) == 4 + 2 * 2 * 4
+    assert len(_data_uris(html)) == len(figure_files)
+    assert all(f"(figures/{name})" in html for name in figure_files)
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert "<link" not in html and "<script" not in html
+    assert "strong on plate 2" in html and "95 % CI" in html
+
+
+def test_report_for_one_run_without_test_sets(tmp_path, fake_loader):
+    run_dir = make_run_folder(tmp_path, n_runs=1, tests=())
+    html = report.write_report(run_dir).read_text()
+    assert len(_data_uris(html)) == 3  # preview, accuracy and loss curves
+    assert "No test sets" in html
+
+
+def test_report_shows_warnings_and_survives_missing_images(tmp_path, monkeypatch):
+    run_dir = make_run_folder(tmp_path, n_runs=2, tests=("easy", "hard"), memorise=True)
+
+    def gone(paths, prep, cache_dir):
+        raise FileNotFoundError(f"{paths[0]} does not exist")
+
+    monkeypatch.setattr(report, "_load_images", gone)
+    html = report.write_report(run_dir).read_text()
+    assert html.index("Memorisation") < html.index("Summary: test accuracy")
+    assert "Prediction panels of hard left out" in html
+    assert "Preview of the training images left out" in html
+    assert len(_data_uris(html)) == 3 + 2 * 2  # no panels; confusion and calibration remain
+
+
+def test_panel_images_are_drawn_deterministically_with_classes_taking_turns():
+    rows = [{"true": name, "path": f"{name}{k}"} for name in ("b", "a") for k in range(20)]
+    rows += [{"true": "c", "path": "c0"}]
+    picks = [report._panel_rows(rows, ["a", "b", "c"], np.random.default_rng(5)) for _ in "xy"]
+    assert picks[0] == picks[1]
+    assert len(picks[0]) == report.N_PANEL
+    assert [row["true"] for row in picks[0]] == ["a"] * 8 + ["b"] * 7 + ["c"]
+    assert picks[0] != report._panel_rows(rows, ["a", "b", "c"], np.random.default_rng(6))
+
+
+def test_report_opens_in_chromium_with_every_image_loaded(rich_report):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); CI installs it")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    errors, requests = [], []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(rich_report.as_uri(), wait_until="load")
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.naturalWidth)")
+        browser.close()
+    assert len(widths) == 4 + 2 * 2 * 4 and min(widths) > 0
+    assert errors == []
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
