@@ -154,3 +154,25 @@ def test_learns_an_easy_task(tmp_path):
     settings = _settings(tmp_path, root, runs=1, train=TrainSettings(epochs=6, batch_size=10))
     out = run_experiment(settings)
     assert float(_table(out / "runs.csv")[0]["accuracy"]) >= 0.9
+
+
+def test_control_runs_use_shuffled_labels_and_give_a_p_value(tmp_path):
+    root = make_class_tree(tmp_path / "easy", {"Control": 20, "Treated": 20})
+    settings = _settings(
+        tmp_path, root, runs=1, control_runs=2, train=TrainSettings(epochs=4, batch_size=10)
+    )
+    out = run_experiment(settings)
+    runs = _table(out / "runs.csv")
+    assert [(r["run"], r["control"]) for r in runs] == [("0", "0"), ("0", "1"), ("1", "1")]
+    assert len({r["seed"] for r in runs}) == 3
+    assert sorted(p.name for p in (out / "models").iterdir()) == [
+        "control-00.pt", "control-01.pt", "run-00.pt"
+    ]
+    epochs = _table(out / "epochs.csv")
+    assert {r["control"] for r in epochs} == {"0", "1"}
+    table = summary_table(out)
+    real = next(r for r in table if r["model"] == "badger")
+    control = next(r for r in table if "shuffled" in r["model"])
+    assert control["n"] == 2
+    assert real["p_vs_control"] == pytest.approx(1 / 3)  # (1 + 0) / (1 + 2): real beats both
+    assert real["mean"] > control["max"]

@@ -16,8 +16,11 @@ def test_badger_has_nine_convs_and_eight_pools_in_the_study_order():
     pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
     assert convs == [16, 16, 16, 32, 32, 32, 64, 64, 64]
     assert len(pools) == 8
-    assert all(m.kernel_size == (3, 3) and m.padding == "same" for m in model.modules()
-               if isinstance(m, torch.nn.Conv2d))
+    assert all(
+        m.kernel_size == (3, 3) and m.padding == "same"
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    )
 
 
 def test_keras_initialisation_zero_biases_and_glorot_range():

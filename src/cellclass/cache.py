@@ -335,7 +335,7 @@ def load_normalized(
 ) -> np.ndarray:
     """Images exactly as the model sees them: (N, S, S, C) float32 in [0, 1]."""
     store = load_store(paths, prep, cache_dir=cache_dir, skip_bad=False)
-    pixels = torch.from_numpy(np.ascontiguousarray(store.pixels)).permute(0, 3, 1, 2)
+    pixels = torch.from_numpy(np.array(store.pixels)).permute(0, 3, 1, 2)  # writable copy
     x = normalize_batch(
         pixels,
         prep.normalization,

@@ -8,6 +8,7 @@ Exit codes: 0 success, 2 bad input (one-line message, no traceback), 130 interru
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,13 @@ def _positive(kind):
         return value
 
     return parse
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +119,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help="study protocol: each run trains on a fresh random draw of N images",
     )
     group.add_argument(
+        "--control-runs",
+        type=_non_negative,
+        default=0,
+        metavar="K",
+        help="also train K runs on shuffled labels: the chance distribution (default 0)",
+    )
+    group.add_argument(
         "--group-by",
         default=None,
         metavar="REGEX",
@@ -149,6 +164,143 @@ def _subparser_class(common: argparse.ArgumentParser):
     return Subparser
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text}")
+    return value
+
+
+def _add_blind_parser(commands) -> None:
+    blind = commands.add_parser("blind", help="blinded expert scoring of a test folder")
+    actions = blind.add_subparsers(dest="blind_command", required=True, metavar="ACTION")
+    serve = actions.add_parser("serve", help="start the blinded scoring page (until Ctrl-C)")
+    serve.add_argument("test_dir", metavar="TEST_DIR", help="test folder, one subfolder per class")
+    serve.add_argument("--db", required=True, help="SQLite file of answers (created or resumed)")
+    scoring = serve.add_argument_group("scoring")
+    scoring.add_argument("--scorer", default=None, help="score as NAME (default: the page asks)")
+    scoring.add_argument(
+        "--repeats", type=_fraction, default=0.0, metavar="FRACTION",
+        help="show this fraction of images twice, for self-consistency (e.g. 0.1)",
+    )  # fmt: skip
+    scoring.add_argument("--seed", type=int, default=0, help="seed of each scorer's random order")
+    images = serve.add_argument_group("images")
+    images.add_argument(
+        "--run", dest="run_dir", default=None, metavar="RUN_DIR",
+        help="show the images exactly as this experiment's model sees them (recommended)",
+    )  # fmt: skip
+    images.add_argument(
+        "--image-size", type=_positive(int), default=None,
+        help="without --run: size to show the images at (default: native)",
+    )  # fmt: skip
+    images.add_argument("--skip-bad-images", action="store_true", help="leave unreadable out")
+    images.add_argument("--cache-dir", default=None, help="decoded-pixel cache")
+    server = serve.add_argument_group("server")
+    server.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this computer only)",
+    )  # fmt: skip
+    server.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any)")
+    results = actions.add_parser("results", help="accuracy of each scorer; tidy CSV export")
+    results.add_argument("--db", required=True, help="SQLite file of `blind serve`")
+    results.add_argument("--csv", default=None, metavar="FILE", help="write one row per answer")
+
+
+def _add_compare_parser(commands) -> None:
+    compare = commands.add_parser("compare", help="human vs network on the same test images")
+    compare.add_argument("run_dir", metavar="RUN_DIR", help="results folder of `cellclass train`")
+    inputs = compare.add_argument_group("what to compare")
+    inputs.add_argument("--human", required=True, metavar="DB", help="SQLite file of `blind serve`")
+    inputs.add_argument(
+        "--test", dest="test_name", required=True, metavar="NAME", help="test set in RUN_DIR"
+    )
+    inputs.add_argument("--scorer", default=None, help="whose answers (when DB holds several)")
+    inputs.add_argument("--model", default=None, help="whose runs (when RUN_DIR holds several)")
+    inputs.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+
+
+def _add_prepare_parser(commands) -> None:
+    prepare = commands.add_parser("prepare", help="tile or rotate a class-folder tree (manifest)")
+    steps = prepare.add_subparsers(dest="prepare_command", required=True, metavar="STEP")
+    tile = steps.add_parser("tile", help="cut every field into tiles, keeping dtype and format")
+    rotate = steps.add_parser("rotate", help="write really rotated (and mirrored) copies")
+    # argparse takes "-5:5:1" for an option; let it pass as a value, as it does "-5"
+    rotate._negative_number_matcher = re.compile(r"^-\.?\d[\d.:,]*$")
+    for step in (tile, rotate):
+        step.add_argument("src", metavar="SRC", help="one subfolder per class")
+        step.add_argument("dst", metavar="DST", help="output folder outside SRC; gets manifest.csv")
+    size = tile.add_argument_group("tiles").add_mutually_exclusive_group(required=True)
+    size.add_argument("--grid", type=_positive(int), metavar="N", help="N x N tiles per field")
+    size.add_argument("--tile-size", type=_positive(int), metavar="PIXELS", help="square tiles")
+    tiles = tile.add_argument_group("edges and background")
+    tiles.add_argument(
+        "--edge", choices=("drop", "pad"), default="drop",
+        help="remainder that does not fill a tile: drop it, or pad by mirroring the field",
+    )  # fmt: skip
+    tiles.add_argument(
+        "--min-foreground", type=float, default=0.0, metavar="F",
+        help="drop tiles with less than this fraction of pixels above the field's Otsu "
+        "threshold on log intensities (default 0: keep all)",
+    )  # fmt: skip
+    angles = rotate.add_argument_group("rotations")
+    angles.add_argument(
+        "--angles", required=True, metavar="SPEC",
+        help="degrees counter-clockwise: 0,90,180,270 | -5:5:1 (end included) | step=18",
+    )  # fmt: skip
+    angles.add_argument(
+        "--fill", choices=("reflect", "constant", "crop"), default="reflect",
+        help="corners: mirror (default), 0, or crop every copy to the largest centred "
+        "rectangle free of corners at all angles (one size, original pixel scale)",
+    )  # fmt: skip
+    angles.add_argument(
+        "--flip", dest="flips", action="append", choices=("h", "v"), default=[],
+        help="also write copies mirrored left-right (h) or top-bottom (v); repeatable",
+    )  # fmt: skip
+    for step in (tile, rotate):
+        files = step.add_argument_group("files")
+        files.add_argument("--page", type=int, default=0, help="page of multi-page TIFFs")
+        files.add_argument(
+            "--overwrite", action="store_true",
+            help="replace this step's earlier outputs in DST (deletes nothing else)",
+        )  # fmt: skip
+        files.add_argument(
+            "--skip-bad-images", action="store_true",
+            help="list unreadable images and go on instead of stopping",
+        )  # fmt: skip
+
+
+def _add_inspect_parser(commands) -> None:
+    inspect = commands.add_parser(
+        "inspect",
+        help="check a dataset: sizes, bit depth, confounds, bad files, duplicates, leakage",
+    )
+    inspect.add_argument("dir", metavar="DIR", help="training folder, one subfolder per class")
+    inputs = inspect.add_argument_group("what to check")
+    inputs.add_argument(
+        "--against", action="extend", nargs="+", default=[], metavar="TEST_DIR",
+        help="test folder(s): duplicates between DIR and them are reported as leakage",
+    )  # fmt: skip
+    inputs.add_argument(
+        "--group-by", default=None, metavar="REGEX",
+        help="regex on file names giving the source field (when there is no manifest.csv)",
+    )  # fmt: skip
+    inputs.add_argument("--page", type=int, default=0, help="page of multi-page TIFFs")
+    limits = inspect.add_argument_group("thresholds and output")
+    limits.add_argument(
+        "--max-distance", type=int, default=32, metavar="BITS",
+        help="near-duplicate: perceptual hashes differ in at most BITS of 255 (default 32)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--confound-effect", type=float, default=1.0, metavar="SD",
+        help="flag class brightness differences above SD pooled SDs (default 1)",
+    )  # fmt: skip
+    limits.add_argument("--json", default=None, metavar="FILE", help="also write the report here")
+    limits.add_argument(
+        "--max-pairs", type=int, default=10, metavar="N",
+        help="files and pairs listed per kind on screen (default 10; all are in --json)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellclass",
@@ -171,15 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="cellclass-demo",
         help="folder for data and results (default ./cellclass-demo)",
     )
-    demo.add_argument("--runs", type=_positive(int), default=3, help="runs (default 3, reduced)")
+    # defaults live in cellclass.demo.DemoSettings; None means "use it"
+    demo.add_argument("--runs", type=_positive(int), help="runs (default 3, reduced from 12)")
     demo.add_argument(
-        "--n-train", type=_positive(int), default=80, help="training images per class (default 80)"
+        "--n-train", type=_positive(int), help="training images per class (default 150)"
     )
-    demo.add_argument(
-        "--n-test", type=_positive(int), default=40, help="test images per class (default 40)"
-    )
-    demo.add_argument("--epochs", type=_positive(int), default=9)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--n-test", type=_positive(int), help="test images per class (default 40)")
+    demo.add_argument("--epochs", type=_positive(int), help="epochs per run (default 9)")
+    demo.add_argument("--seed", type=int, help="seed of the data and the runs (default 0)")
 
     train = commands.add_parser(
         "train", help="train the model many times and evaluate on test folders"
@@ -216,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels", type=_positive(int), default=3, help="input channels (default 3)"
     )
     models.add_argument("--classes", type=_positive(int), default=2, help="classes (default 2)")
+    _add_blind_parser(commands)
+    _add_compare_parser(commands)
+    _add_prepare_parser(commands)
+    _add_inspect_parser(commands)
     return parser
 
 
@@ -236,8 +391,8 @@ class ProgressObserver:
         bar = tqdm(total=total, desc=f"decoding {name}", unit="img", leave=False)
         return lambda n: (bar.update(n), bar.n >= total and bar.close())
 
-    def run_started(self, run: int, n_runs: int, n_images: int) -> None:
-        self.run_label = f"run {run + 1}/{n_runs}"
+    def run_started(self, name: str, n_images: int) -> None:
+        self.run_label = name
         self.started = time.perf_counter()
         if not self.quiet:
             self.bar = tqdm(total=None, desc=self.run_label, unit="img", leave=False)
@@ -267,13 +422,17 @@ def _print_summary(table: list[dict]) -> None:
     if not table:
         print("no test sets: see epochs.csv for training and validation metrics")
         return
-    print(f"\n{'model':<14}{'test set':<16}{'runs':>5}{'mean':>8}{'sd':>8}{'min':>8}{'max':>8}")
+    header = f"{'model':<28}{'test set':<16}{'runs':>5}{'mean':>8}{'sd':>8}{'min':>8}{'max':>8}"
+    print("\n" + header + ("  p vs control" if any("p_vs_control" in r for r in table) else ""))
     for row in table:
         sd = "" if row["sd"] != row["sd"] else f"{row['sd']:.1%}"
-        print(
-            f"{row['model']:<14}{row['dataset']:<16}{row['n']:>5}{row['mean']:>8.1%}{sd:>8}"
+        line = (
+            f"{row['model']:<28}{row['dataset']:<16}{row['n']:>5}{row['mean']:>8.1%}{sd:>8}"
             f"{row['min']:>8.1%}{row['max']:>8.1%}"
         )
+        if "p_vs_control" in row:
+            line += f"  {row['p_vs_control']:.3f}"
+        print(line)
 
 
 def _experiment_settings(args):
@@ -286,6 +445,7 @@ def _experiment_settings(args):
         tests=tuple(args.tests),
         runs=args.runs,
         seed=args.seed,
+        control_runs=args.control_runs,
         val_split=args.val_split,
         train_sample=args.train_sample,
         group_by=args.group_by,
@@ -324,9 +484,8 @@ def cmd_train(args) -> int:
 def cmd_demo(args) -> int:
     from cellclass.demo import REDUCTION_NOTE, DemoSettings, prepare_demo
 
-    demo = DemoSettings(
-        n_train=args.n_train, n_test=args.n_test, runs=args.runs, epochs=args.epochs, seed=args.seed
-    )
+    given = {key: getattr(args, key) for key in ("n_train", "n_test", "runs", "epochs", "seed")}
+    demo = DemoSettings(**{key: value for key, value in given.items() if value is not None})
     print(REDUCTION_NOTE.format(runs=demo.runs, n_train=demo.n_train))
     started = time.perf_counter()
     data, settings = prepare_demo(args.out, demo)
@@ -399,12 +558,127 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_blind(args) -> int:
+    return {"serve": _cmd_blind_serve, "results": _cmd_blind_results}[args.blind_command](args)
+
+
+def _cmd_blind_serve(args) -> int:
+    from cellclass.blind import ServeSettings, open_server
+
+    settings = ServeSettings(
+        test_dir=args.test_dir, db=args.db, run_dir=args.run_dir, scorer=args.scorer,
+        host=args.host, port=args.port, seed=args.seed, repeats=args.repeats,
+        image_size=args.image_size, cache_dir=args.cache_dir, skip_bad=args.skip_bad_images,
+    )  # fmt: skip
+    server, lines = open_server(settings)
+    print("\n".join(lines), flush=True)
+    try:
+        server.serve_forever()  # returns on Ctrl-C: werkzeug catches KeyboardInterrupt
+    finally:
+        server.server_close()
+    print(f"\nstopped; every answer is saved in {args.db}")
+    return 0
+
+
+def _cmd_blind_results(args) -> int:
+    from cellclass.blind import (
+        answer_rows,
+        format_scores,
+        open_store,
+        summarize_scores,
+        write_answers_csv,
+    )
+
+    if args.csv and Path(args.csv).exists():
+        raise FileExistsError(f"--csv {args.csv}: file exists; choose another name")
+    store = open_store(args.db, create=False)
+    print(format_scores(summarize_scores(store)))
+    if args.csv:
+        print(f"answers written to {write_answers_csv(args.csv, answer_rows(store))}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from cellclass.blind import compare_human, format_comparison, write_comparison
+
+    comparison = compare_human(
+        args.run_dir, args.human, args.test_name, scorer=args.scorer, model=args.model,
+        seed=args.seed,
+    )  # fmt: skip
+    path = write_comparison(args.run_dir, comparison)
+    print(format_comparison(comparison))
+    print(f"\nwritten {path}; config.json now marks the expert on {args.test_name} "
+          f"at {comparison['human']['accuracy']:.1%} (box plot)")  # fmt: skip
+    return 0
+
+
+def _progress_bar(description: str, quiet: bool):
+    """A ``progress(done, total)`` callback drawing one tqdm bar per counting (None if quiet)."""
+    if quiet:
+        return None
+    bars = []
+
+    def update(done: int, total: int) -> None:
+        if done == 1 or not bars:
+            bars.append(tqdm(total=total, desc=description, unit="img", leave=False))
+        bars[-1].update(done - bars[-1].n)
+        if done >= total:
+            bars[-1].close()
+
+    return update
+
+
+def cmd_prepare(args) -> int:
+    from cellclass import prepare
+
+    progress = _progress_bar(args.prepare_command, args.quiet)
+    if args.prepare_command == "tile":
+        settings = prepare.TileSettings(
+            grid=args.grid, tile_size=args.tile_size, edge=args.edge,
+            min_foreground=args.min_foreground, page=args.page, overwrite=args.overwrite,
+            skip_bad=args.skip_bad_images,
+        )  # fmt: skip
+        result = prepare.tile_folder(args.src, args.dst, settings, progress=progress)
+    else:
+        settings = prepare.RotateSettings(
+            angles=prepare.parse_angles(args.angles), fill=args.fill, flips=tuple(args.flips),
+            page=args.page, overwrite=args.overwrite, skip_bad=args.skip_bad_images,
+        )  # fmt: skip
+        result = prepare.rotate_folder(args.src, args.dst, settings, progress=progress)
+    print(prepare.format_result(result))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from cellclass.inspection import (
+        InspectSettings,
+        format_report,
+        inspect_dataset,
+        write_report_json,
+    )
+
+    settings = InspectSettings(
+        group_by=args.group_by, page=args.page, max_distance=args.max_distance,
+        confound_effect=args.confound_effect,
+    )  # fmt: skip
+    progress = _progress_bar("inspecting", args.quiet)
+    report = inspect_dataset(args.dir, against=args.against, settings=settings, progress=progress)
+    print(format_report(report, max_pairs=args.max_pairs))
+    if args.json:
+        print(f"\nreport written to {write_report_json(report, args.json)}")
+    return 0
+
+
 COMMANDS = {
     "demo": cmd_demo,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "models": cmd_models,
+    "blind": cmd_blind,
+    "compare": cmd_compare,
+    "prepare": cmd_prepare,
+    "inspect": cmd_inspect,
 }
 
 

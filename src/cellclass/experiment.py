@@ -25,7 +25,12 @@ from cellclass.cache import (
 )
 from cellclass.folders import FolderIndex, grouped_split, scan_folder
 from cellclass.images import fit_normalization
-from cellclass.metrics import expected_calibration_error, softmax, summarize
+from cellclass.metrics import (
+    empirical_p_value,
+    expected_calibration_error,
+    softmax,
+    summarize,
+)
 from cellclass.train import EpochRecord, RunResult, Split, TrainSettings, resolve_device, train_run
 
 
@@ -49,6 +54,7 @@ class ExperimentSettings:
     page: int = 0  # page of multi-page TIFFs
     normalize: str = "dataset"  # "dataset" (training percentiles), "image" or "bitdepth"
     cache_dir: str | None = None  # decoded-pixel cache; None: the user cache folder
+    control_runs: int = 0  # extra runs on shuffled training labels: the chance distribution
     train: TrainSettings = field(default_factory=TrainSettings)  # model and optimiser
 
 
@@ -71,8 +77,8 @@ class Observer:
         """Decoding of a folder starts; return a callback taking counts of finished files."""
         return None
 
-    def run_started(self, run: int, n_runs: int, n_images: int) -> None:
-        """A run starts; it will train on ``n_images`` images per epoch."""
+    def run_started(self, name: str, n_images: int) -> None:
+        """A run starts (``name`` like "run 2/12"); it trains on ``n_images`` images per epoch."""
 
     def batch(self, n_images: int) -> None:
         """A training batch of ``n_images`` finished."""
@@ -259,6 +265,23 @@ def run_splits(
     return rows, val
 
 
+CONTROL_SEED_OFFSET = 10_000  # control run j is seeded with seed + 10_000 + j
+
+
+@dataclass(frozen=True)
+class Job:
+    run: int  # run number within its kind (real runs and control runs count separately)
+    seed: int  # seeds the split, the training-sample draw, the weights and the batch order
+    control: bool = False  # trained on shuffled labels: what chance looks like on this data
+
+
+def experiment_jobs(settings: ExperimentSettings) -> list[Job]:
+    """Real runs (seed + k), then label-shuffled control runs."""
+    real = [Job(k, settings.seed + k) for k in range(settings.runs)]
+    offset = settings.seed + CONTROL_SEED_OFFSET
+    return real + [Job(j, offset + j, True) for j in range(settings.control_runs)]
+
+
 def run_experiment(
     settings: ExperimentSettings, *, resume: bool = False, observer: Observer | None = None
 ) -> Path:
@@ -276,84 +299,90 @@ def run_experiment(
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, settings, train, tests, prep)
-    model_name = settings.train.model
-    finished = {
-        (k, model_name)
-        for k in range(settings.runs)
-        if results.checkpoint_path(out, k, model_name, models=(model_name,)).is_file()
-    }
-    results.drop_unfinished(out, finished)
-    if finished:
-        observer.message(f"resuming: {len(finished)} of {settings.runs} runs already finished")
-    for k in range(settings.runs):
-        if (k, model_name) not in finished:
-            _one_run(out, k, settings, train, tests, prep, observer)
+    jobs = experiment_jobs(settings)
+    model = settings.train.model
+    done = [job for job in jobs if _checkpoint(out, job, model).is_file()]
+    results.drop_unfinished(out, {(job.run, model, int(job.control)) for job in done})
+    if done:
+        observer.message(f"resuming: {len(done)} of {len(jobs)} runs already finished")
+    for job in jobs:
+        if job not in done:
+            _one_run(out, job, settings, train, tests, prep, observer)
     return out
 
 
-def _one_run(out, k, settings, train: Dataset, tests: list[Dataset], prep, observer) -> None:
-    seed = settings.seed + k
-    train_rows, val_rows = run_splits(train, settings, seed)
+def _checkpoint(out: Path, job: Job, model: str) -> Path:
+    return results.checkpoint_path(out, job.run, model, models=(model,), control=job.control)
+
+
+def _one_run(out, job: Job, settings, train: Dataset, tests: list[Dataset], prep, observer):
+    train_rows, val_rows = run_splits(train, settings, job.seed)
+    fit_labels = train.labels[train_rows]
+    if job.control:  # same class balance, no relation between image and label
+        fit_labels = np.random.default_rng(job.seed).permutation(fit_labels)
     splits = [Split(t.name, t.store, np.arange(len(t.labels)), t.labels) for t in tests]
     if len(val_rows):
         splits.insert(0, Split("val", train.store, val_rows, train.labels[val_rows]))
-    fit = Split("train", train.store, train_rows, train.labels[train_rows])
-    observer.run_started(k, settings.runs, len(train_rows))
+    fit = Split("train", train.store, train_rows, fit_labels)
+    kind, total = ("control", settings.control_runs) if job.control else ("run", settings.runs)
+    observer.run_started(f"{kind} {job.run + 1}/{total}", len(train_rows))
     result = train_run(
         fit,
         splits,
         settings.train,
         norm=prep.normalization,
         n_classes=len(train.index.class_names),
-        seed=seed,
+        seed=job.seed,
         on_batch=observer.batch,
-        on_epoch=lambda records: observer.epoch_finished(k, records),
+        on_epoch=lambda records: observer.epoch_finished(job.run, records),
     )
-    rows = _write_run(out, k, seed, settings, result, train, tests, prep)
-    observer.run_finished(k, rows)
+    rows = _write_run(out, job, settings, result, train, tests, prep)
+    observer.run_finished(job.run, rows)
 
 
-def _write_run(out, k, seed, settings, result: RunResult, train, tests, prep) -> list[dict]:
+def _write_run(out, job: Job, settings, result: RunResult, train, tests, prep) -> list[dict]:
     model = settings.train.model
     class_names = train.index.class_names
+    key = {"run": job.run, "model": model}
     run_rows, pred_rows = [], []
     for test in tests:
         evaluation = result.final[test.name]
         probs = softmax(evaluation.logits)
         run_rows.append(
             {
-                "run": k,
-                "seed": seed,
-                "model": model,
+                **key,
+                "seed": job.seed,
                 "dataset": test.name,
                 "accuracy": evaluation.accuracy,
                 "loss": evaluation.loss,
                 "ece": expected_calibration_error(probs, evaluation.labels),
                 "n_images": len(evaluation.labels),
                 "seconds": result.seconds,
-                "control": 0,
+                "control": int(job.control),
             }
         )
-        pred_rows += prediction_rows(k, model, test, probs, class_names)
-    epoch_rows = [{"run": k, "model": model, **asdict(r)} for r in result.epochs]
+        pred_rows += prediction_rows(job.run, model, test, probs, class_names, job.control)
+    epoch_rows = [{**key, **asdict(r), "control": int(job.control)} for r in result.epochs]
     results.append_rows(out / "runs.csv", results.RUNS_COLUMNS, run_rows)
     results.append_rows(out / "epochs.csv", results.EPOCHS_COLUMNS, epoch_rows)
     results.append_rows(out / "predictions.csv", results.prediction_columns(class_names), pred_rows)
     meta = {
-        "model": model,
-        "run": k,
-        "seed": seed,
+        **key,
+        "seed": job.seed,
+        "control": job.control,
         "class_names": list(class_names),
         "in_channels": train.store.channels,
         "image_size": settings.image_size,
         "preprocessing": _jsonable(preprocessing_to_dict(prep)),
     }
-    path = results.checkpoint_path(out, k, model, models=(model,))
-    results.save_checkpoint(path, result.model, meta)  # last: marks the run finished
+    results.save_checkpoint(_checkpoint(out, job, model), result.model, meta)  # marks it done
     return run_rows
 
 
-def prediction_rows(k, model, test: Dataset, probs: np.ndarray, class_names) -> list[dict]:
+def prediction_rows(
+    k: int, model: str, test: Dataset, probs: np.ndarray, class_names, control: bool = False
+) -> list[dict]:
+    """predictions.csv rows of one run on one test set; probs (N, K) float."""
     predicted = probs.argmax(1)
     rows = []
     for i, path in enumerate(test.store.paths):
@@ -365,6 +394,7 @@ def prediction_rows(k, model, test: Dataset, probs: np.ndarray, class_names) -> 
             "true": class_names[test.labels[i]],
             "predicted": class_names[predicted[i]],
             "confidence": float(probs[i, predicted[i]]),
+            "control": int(control),
         }
         row.update({f"p_{name}": float(probs[i, j]) for j, name in enumerate(class_names)})
         rows.append(row)
@@ -372,11 +402,25 @@ def prediction_rows(k, model, test: Dataset, probs: np.ndarray, class_names) -> 
 
 
 def summary_table(run_dir: str | Path) -> list[dict]:
-    """Per (model, test set): n runs, mean, sd, 95 % CI, min and max test accuracy."""
-    rows = [r for r in results.read_table(Path(run_dir) / "runs.csv") if not r.get("control")]
-    keys = sorted({(r["model"], r["dataset"]) for r in rows})
+    """Per (model, test set): n runs, mean, sd, 95 % CI, min and max test accuracy.
+
+    With control runs (shuffled labels), each real row gains ``p_vs_control``, the empirical
+    p-value of its mean accuracy against the control runs' accuracies, and the control runs
+    get rows of their own with model ``<model> (shuffled labels)``.
+    """
+    rows = results.read_table(Path(run_dir) / "runs.csv")
     table = []
-    for model, dataset in keys:
-        values = [r["accuracy"] for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
-        table.append({"model": model, "dataset": dataset, **summarize(values)})
+    for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
+        same = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
+        real = [r["accuracy"] for r in same if not r.get("control")]
+        control = [r["accuracy"] for r in same if r.get("control")]
+        entry = {"model": model, "dataset": dataset, **summarize(real)} if real else None
+        if entry and control:
+            entry["p_vs_control"] = empirical_p_value(entry["mean"], control)
+        if entry:
+            table.append(entry)
+        if control:
+            table.append(
+                {"model": f"{model} (shuffled labels)", "dataset": dataset, **summarize(control)}
+            )
     return table

@@ -5,9 +5,11 @@
     runs/<name>/
       config.json        every setting, class map, seeds, package versions, machine
       runs.csv           run, seed, model, dataset, accuracy, loss, ece, n_images, seconds, control
-      epochs.csv         run, model, epoch, split, loss, accuracy, seconds
-      predictions.csv    run, model, dataset, path, true, predicted, confidence, p_<class>...
-      models/run-NN.pt   weights + class map + preprocessing
+      epochs.csv         run, model, epoch, split, loss, accuracy, seconds, control
+      predictions.csv    run, model, dataset, path, true, predicted, confidence, control, p_<cls>
+      models/run-NN.pt   weights + class map + preprocessing (control-NN.pt: shuffled labels)
+
+``control`` is 1 for runs trained on shuffled labels (``--control-runs``), else 0.
 
 Every write is atomic (temporary file + rename). A run counts as finished when its checkpoint
 exists; rows of unfinished runs are dropped when an experiment resumes, so the tables never
@@ -41,8 +43,17 @@ RUNS_COLUMNS = [
     "seconds",
     "control",
 ]
-EPOCHS_COLUMNS = ["run", "model", "epoch", "split", "loss", "accuracy", "seconds"]
-PREDICTION_COLUMNS = ["run", "model", "dataset", "path", "true", "predicted", "confidence"]
+EPOCHS_COLUMNS = ["run", "model", "epoch", "split", "loss", "accuracy", "seconds", "control"]
+PREDICTION_COLUMNS = [
+    "run",
+    "model",
+    "dataset",
+    "path",
+    "true",
+    "predicted",
+    "confidence",
+    "control",
+]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -126,10 +137,14 @@ def prediction_columns(class_names: tuple[str, ...]) -> list[str]:
     return PREDICTION_COLUMNS + [f"p_{name}" for name in class_names]
 
 
-def checkpoint_path(run_dir: Path, run: int, model: str, *, models: tuple[str, ...]) -> Path:
-    """``models/run-NN.pt``; with several models in one experiment ``models/run-NN-<model>.pt``."""
+def checkpoint_path(
+    run_dir: Path, run: int, model: str, *, models: tuple[str, ...], control: bool = False
+) -> Path:
+    """``models/run-NN.pt`` (``control-NN.pt`` for control runs); with several models in one
+    experiment the model name is appended: ``models/run-NN-<model>.pt``."""
     suffix = f"-{model}" if len(models) > 1 else ""
-    return Path(run_dir) / "models" / f"run-{run:02d}{suffix}.pt"
+    kind = "control" if control else "run"
+    return Path(run_dir) / "models" / f"{kind}-{run:02d}{suffix}.pt"
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict) -> None:
@@ -170,8 +185,11 @@ def machine_info(device: str) -> dict:
     }
 
 
-def drop_unfinished(run_dir: Path, finished: set[tuple[int, str]]) -> None:
-    """Remove rows of runs whose checkpoint is missing (an interrupted run is redone)."""
+def drop_unfinished(run_dir: Path, finished: set[tuple[int, str, int]]) -> None:
+    """Remove rows of runs whose checkpoint is missing (an interrupted run is redone).
+
+    finished : (run, model, control) of every run whose checkpoint exists.
+    """
     for name, columns in (
         ("runs.csv", RUNS_COLUMNS),
         ("epochs.csv", EPOCHS_COLUMNS),
@@ -179,6 +197,10 @@ def drop_unfinished(run_dir: Path, finished: set[tuple[int, str]]) -> None:
     ):
         path = Path(run_dir) / name
         rows = read_table(path)
-        kept = [r for r in rows if (int(r["run"]), str(r["model"])) in finished]
+        kept = [r for r in rows if _run_key(r) in finished]
         if len(kept) != len(rows):
             write_table(path, _union_columns(columns, rows), kept)
+
+
+def _run_key(row: dict) -> tuple[int, str, int]:
+    return int(row["run"]), str(row["model"]), int(row.get("control") or 0)
