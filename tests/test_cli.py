@@ -144,3 +144,22 @@ def test_python_dash_m_runs():
         [sys.executable, "-m", "cellclass", "--version"], capture_output=True, text=True, check=True
     )
     assert done.stdout.startswith("cellclass ")
+
+
+def test_leakage_between_train_and_test_warns_or_refuses_with_strict(tmp_path, folders, capsys):
+    import numpy as np
+    from PIL import Image
+
+    train, test = folders
+    source = np.array(Image.open(train / "Treated" / "Treated_000.png"))
+    Image.fromarray(np.rot90(source)).save(test / "Treated" / "copied.png")
+    assert _train(tmp_path, train, test, "--strict") == 2
+    err = capsys.readouterr().err
+    assert "leak" in err and "copied.png" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    assert _train(tmp_path, train, test) == 0
+    assert "warning: test images leak" in capsys.readouterr().err
+    from cellclass.results import read_json
+
+    (pair,) = read_json(tmp_path / "run" / "config.json")["leakage"]
+    assert pair[1].endswith("copied.png")

@@ -213,6 +213,14 @@ def test_summary_rows_mean_sd_interval():
     assert (row["min"], row["max"]) == pytest.approx((0.8, 1.0))
 
 
+def test_summary_interval_stays_within_zero_and_one():
+    runs = [{"model": "m", "dataset": "t", "accuracy": a} for a in (0.0, 0.5, 0.5)]
+    (row,) = report.summary_rows(runs)
+    assert row["ci_low"] == 0.0 and 0.5 < row["ci_high"] < 1.0
+    (single,) = report.summary_rows(runs[:1])
+    assert math.isnan(single["ci_low"]) and math.isnan(single["ci_high"])
+
+
 def test_summary_rows_keeps_control_runs_apart_and_last():
     runs = [
         {"model": "m", "dataset": "t", "accuracy": 0.5, "control": 1},

@@ -41,8 +41,8 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     -------
     list of dict
         ``model``, ``dataset``, ``control`` (0/1), ``n``, ``mean``, ``sd``, ``ci_low``,
-        ``ci_high`` (95 % t interval; NaN with one run), ``min``, ``max``; groups in order of
-        first appearance, control groups last.
+        ``ci_high`` (95 % t interval clipped to [0, 1]; NaN with one run), ``min``, ``max``;
+        groups in order of first appearance, control groups last.
     """
     groups: dict[tuple[int, str, str], list[float]] = {}
     for row in runs:
@@ -52,9 +52,10 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     rows = []
     for key in sorted(groups, key=lambda key: key[0]):  # stable: keeps appearance order
         control, model, dataset = key
-        rows.append(
-            {"model": model, "dataset": dataset, "control": control, **summarize(groups[key])}
-        )
+        numbers = summarize(groups[key])
+        for bound in ("ci_low", "ci_high"):  # an accuracy lies in [0, 1]; NaN stays NaN
+            numbers[bound] = float(np.clip(numbers[bound], 0.0, 1.0))
+        rows.append({"model": model, "dataset": dataset, "control": control, **numbers})
     return rows
 
 

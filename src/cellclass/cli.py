@@ -134,6 +134,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--resume", action="store_true", help="continue an interrupted experiment in --out"
     )
+    group.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to train when a test image duplicates a training image (else warn)",
+    )
     model = parser.add_argument_group("model and training")
     model.add_argument("--model", default="badger", help="architecture (see `cellclass models`)")
     model.add_argument(
@@ -446,6 +451,7 @@ def _experiment_settings(args):
         runs=args.runs,
         seed=args.seed,
         control_runs=args.control_runs,
+        strict=args.strict,
         val_split=args.val_split,
         train_sample=args.train_sample,
         group_by=args.group_by,

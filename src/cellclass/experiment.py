@@ -55,6 +55,7 @@ class ExperimentSettings:
     normalize: str = "dataset"  # "dataset" (training percentiles), "image" or "bitdepth"
     cache_dir: str | None = None  # decoded-pixel cache; None: the user cache folder
     control_runs: int = 0  # extra runs on shuffled training labels: the chance distribution
+    strict: bool = False  # refuse to train when test images duplicate training images (leakage)
     train: TrainSettings = field(default_factory=TrainSettings)  # model and optimiser
 
 
@@ -153,7 +154,12 @@ def _check_output(out: Path, settings: ExperimentSettings, resume: bool) -> None
         )
 
 
-RESUMABLE_CHANGES = ("out", "runs")  # resuming may add runs; anything else changes results
+RESUMABLE_CHANGES = (
+    "out",
+    "runs",
+    "control_runs",
+    "strict",
+)  # resuming may add runs; anything else changes results
 
 
 def _flatten(settings: dict, prefix: str = "") -> dict:
@@ -234,7 +240,26 @@ def dataset_info(data: Dataset) -> dict:
     }
 
 
-def write_config(out: Path, settings, train: Dataset, tests: list[Dataset], prep) -> None:
+def check_leakage(
+    train: Dataset, tests: list[Dataset], settings: ExperimentSettings, observer: Observer
+) -> list[list[str]]:
+    """Exact or near-duplicate images shared by training and test folders, as path pairs.
+
+    Warns through ``observer``; with ``settings.strict`` any pair stops the experiment.
+    """
+    from cellclass.inspection import find_leakage, leakage_message
+
+    pairs = find_leakage(train.index, [t.index for t in tests], page=settings.page)
+    if pairs and settings.strict:
+        raise ExperimentError(f"{leakage_message(pairs)}; or run without --strict")
+    if pairs:
+        observer.message(f"warning: {leakage_message(pairs)}")
+    return [[str(pair.first), str(pair.second)] for pair in pairs]
+
+
+def write_config(
+    out: Path, settings, train: Dataset, tests: list[Dataset], prep, *, leakage=()
+) -> None:
     device = str(resolve_device(settings.train.device))
     config = {
         "cellclass_version": results.software_versions()["cellclass"],
@@ -247,6 +272,7 @@ def write_config(out: Path, settings, train: Dataset, tests: list[Dataset], prep
         "preprocessing": _jsonable(preprocessing_to_dict(prep)),
         "versions": results.software_versions(),
         "machine": results.machine_info(device),
+        "leakage": list(leakage),
     }
     results.write_json(out / "config.json", config)
 
@@ -296,9 +322,10 @@ def run_experiment(
     out = Path(settings.out).expanduser().resolve()
     _check_output(out, settings, resume)
     train, tests, prep = prepare_data(settings, observer)
+    leakage = check_leakage(train, tests, settings, observer)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
-        write_config(out, settings, train, tests, prep)
+        write_config(out, settings, train, tests, prep, leakage=leakage)
     jobs = experiment_jobs(settings)
     model = settings.train.model
     done = [job for job in jobs if _checkpoint(out, job, model).is_file()]

@@ -48,8 +48,8 @@ PHENOTYPES: dict[str, Phenotype] = {
     "Snf7": Phenotype(
         "Snf7",
         "hard: more, dimmer vesicles, some in tiny clusters; same total brightness",
-        crowding=0.5,
-        clustering=0.4,
+        crowding=0.6,
+        clustering=0.2,
     ),
 }
 _CLASS_IDS = {name: index for index, name in enumerate(PHENOTYPES)}  # seed key; never reorder
