@@ -12,9 +12,9 @@ from cellclass.experiment import (
     Observer,
     run_experiment,
     run_splits,
-    summary_table,
 )
-from cellclass.train import TrainSettings
+from cellclass.recipes import REFERENCE
+from cellclass.summary import summary_table
 
 from .conftest import make_class_tree
 
@@ -29,7 +29,7 @@ def _settings(tmp_path, train_dir, **changes):
         seed=5,
         image_size=32,
         cache_dir=str(tmp_path / "cache"),
-        train=TrainSettings(epochs=2, batch_size=8),
+        recipes=(replace(REFERENCE, epochs=2, batch_size=8),),
     )
     return replace(base, **changes)
 
@@ -44,7 +44,8 @@ def test_results_folder_has_every_table_and_checkpoint(tmp_path, class_tree):
     config = results.read_json(out / "config.json")
     assert config["class_names"] == ["Control", "Treated"]
     assert config["seeds"] == [5, 6]
-    assert config["settings"]["train"]["batch_size"] == 8
+    assert config["settings"]["recipes"][0]["batch_size"] == 8
+    assert config["models"] == ["badger"]
     assert {"torch", "numpy", "python"} <= set(config["versions"])
     runs = _table(out / "runs.csv")
     assert [(r["run"], r["seed"], r["dataset"]) for r in runs] == [
@@ -114,7 +115,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path, class_tree):
     settings = _settings(tmp_path, class_tree, runs=1)
     run_experiment(settings)
     with pytest.raises(ExperimentError, match="epochs"):
-        run_experiment(replace(settings, train=TrainSettings(epochs=3, batch_size=8)), resume=True)
+        run_experiment(replace(settings, recipes=(replace(REFERENCE, epochs=3),)), resume=True)
 
 
 def test_corrupt_image_stops_before_training_and_names_it(tmp_path, class_tree):
@@ -151,7 +152,9 @@ def test_summary_table_over_runs(tmp_path, class_tree):
 
 def test_learns_an_easy_task(tmp_path):
     root = make_class_tree(tmp_path / "easy", {"Control": 30, "Treated": 30})
-    settings = _settings(tmp_path, root, runs=1, train=TrainSettings(epochs=6, batch_size=10))
+    settings = _settings(
+        tmp_path, root, runs=1, recipes=(replace(REFERENCE, epochs=6, batch_size=10),)
+    )
     out = run_experiment(settings)
     assert float(_table(out / "runs.csv")[0]["accuracy"]) >= 0.9
 
@@ -159,14 +162,20 @@ def test_learns_an_easy_task(tmp_path):
 def test_control_runs_use_shuffled_labels_and_give_a_p_value(tmp_path):
     root = make_class_tree(tmp_path / "easy", {"Control": 20, "Treated": 20})
     settings = _settings(
-        tmp_path, root, runs=1, control_runs=2, train=TrainSettings(epochs=4, batch_size=10)
+        tmp_path,
+        root,
+        runs=1,
+        control_runs=2,
+        recipes=(replace(REFERENCE, epochs=4, batch_size=10),),
     )
     out = run_experiment(settings)
     runs = _table(out / "runs.csv")
     assert [(r["run"], r["control"]) for r in runs] == [("0", "0"), ("0", "1"), ("1", "1")]
     assert len({r["seed"] for r in runs}) == 3
     assert sorted(p.name for p in (out / "models").iterdir()) == [
-        "control-00.pt", "control-01.pt", "run-00.pt"
+        "control-00.pt",
+        "control-01.pt",
+        "run-00.pt",
     ]
     epochs = _table(out / "epochs.csv")
     assert {r["control"] for r in epochs} == {"0", "1"}

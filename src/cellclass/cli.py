@@ -140,20 +140,23 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help="refuse to train when a test image duplicates a training image (else warn)",
     )
     model = parser.add_argument_group("model and training")
-    model.add_argument("--model", default="badger", help="architecture (see `cellclass models`)")
     model.add_argument(
-        "--epochs", type=_positive(int), default=9, help="epochs per run (default 9)"
+        "--recipe", dest="recipes", action="append", default=[], metavar="NAME",
+        help="training recipe: reference (the study, default) or strong; repeat to compare",
     )
     model.add_argument(
-        "--batch-size", type=_positive(int), default=20, help="batch size (default 20)"
+        "--model", dest="models", action="append", default=[], metavar="NAME",
+        help="architecture trained with the reference recipe (see `cellclass models`); repeatable",
+    )
+    model.add_argument("--epochs", type=_positive(int), help="epochs per run (recipe default)")
+    model.add_argument("--batch-size", type=_positive(int), help="batch size (recipe default)")
+    model.add_argument("--learning-rate", type=_positive(float), help="peak learning rate")
+    model.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="[RECIPE:]KEY=VALUE",
+        help="change a recipe field, e.g. --set strong:epochs=20 --set augment.dihedral=false",
     )
     model.add_argument(
-        "--learning-rate", type=_positive(float), default=1e-3, help="Adam learning rate"
-    )
-    model.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
+        "--device", choices=("auto", "cpu", "cuda"), default="auto",
         help="auto uses CUDA when present",
     )
 
@@ -442,14 +445,18 @@ def _print_summary(table: list[dict]) -> None:
 
 def _experiment_settings(args):
     from cellclass.experiment import ExperimentSettings
-    from cellclass.train import TrainSettings
+    from cellclass.recipes import resolve_recipes
 
+    shortcuts = {"epochs": args.epochs, "batch_size": args.batch_size,
+                 "learning_rate": args.learning_rate}
+    overrides = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
     return ExperimentSettings(
         train_dir=args.train_dir,
         out=args.out,
         tests=tuple(args.tests),
         runs=args.runs,
         seed=args.seed,
+        recipes=resolve_recipes(args.recipes, args.models, overrides + args.overrides),
         control_runs=args.control_runs,
         strict=args.strict,
         val_split=args.val_split,
@@ -460,19 +467,14 @@ def _experiment_settings(args):
         channels=args.channels,
         page=args.page,
         normalize=args.normalize,
+        device=args.device,
         cache_dir=args.cache_dir,
-        train=TrainSettings(
-            model=args.model,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            device=args.device,
-        ),
     )
 
 
 def _run_and_report(settings, *, resume: bool, quiet: bool) -> Path:
-    from cellclass.experiment import run_experiment, summary_table
+    from cellclass.experiment import run_experiment
+    from cellclass.summary import summary_table
 
     out = run_experiment(settings, resume=resume, observer=ProgressObserver(quiet))
     _print_summary(summary_table(out))
@@ -506,8 +508,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from cellclass.experiment import summary_table
     from cellclass.predict import evaluate_folder
+    from cellclass.summary import summary_table
 
     for name, folder in args.tests:
         evaluate_folder(

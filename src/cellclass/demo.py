@@ -7,12 +7,12 @@ finishes in a few minutes on a laptop CPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cellclass.experiment import ExperimentSettings
+from cellclass.recipes import REFERENCE
 from cellclass.synthetic import DemoData, write_demo
-from cellclass.train import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,6 @@ def prepare_demo(root: str | Path, demo: DemoSettings) -> tuple[DemoData, Experi
         runs=demo.runs,
         seed=demo.seed,
         cache_dir=str(root / "cache"),
-        train=TrainSettings(epochs=demo.epochs),
+        recipes=(replace(REFERENCE, epochs=demo.epochs),),
     )
     return data, settings

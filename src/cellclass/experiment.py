@@ -1,37 +1,33 @@
 """Many training runs from scratch over one training folder, evaluated on several test folders.
 
 `run_experiment` is the whole study in one call: scan and verify the folders, decode them once
-into pixel stores, fit the normalisation on the training folder, then train ``runs`` models
-(run k seeded with ``seed + k``), writing every finished run to the results folder at once.
-An interrupted experiment resumes from the runs it finished (``resume=True``).
+into pixel stores, fit the normalisation on the training folder, then train ``runs`` models per
+recipe (run k seeded with ``seed + k``; every recipe gets the same seeds and the same splits),
+writing every finished run to the results folder at once. An interrupted experiment resumes
+from the runs it finished (``resume=True``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+import json
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from cellclass import results
-from cellclass.cache import (
-    PixelStore,
-    Preprocessing,
-    load_store,
-    preprocessing_to_dict,
-    sample_pixels,
-)
-from cellclass.folders import FolderIndex, grouped_split, scan_folder
-from cellclass.images import fit_normalization
-from cellclass.metrics import (
-    empirical_p_value,
-    expected_calibration_error,
-    softmax,
-    summarize,
-)
-from cellclass.train import EpochRecord, RunResult, Split, TrainSettings, resolve_device, train_run
+from cellclass.cache import Preprocessing, preprocessing_to_dict, sample_pixels
+from cellclass.datasets import Dataset, dataset_info, load_dataset
+from cellclass.folders import grouped_split
+from cellclass.images import NORMALIZATION_MODES, Normalization, fit_normalization
+from cellclass.metrics import expected_calibration_error, softmax
+from cellclass.progress import Observer
+from cellclass.recipes import REFERENCE, Recipe
+from cellclass.train import RunResult, Split, resolve_device, train_run
+
+CONTROL_SEED_OFFSET = 10_000  # control run j is seeded with seed + 10_000 + j
+RESUMABLE_CHANGES = ("out", "runs", "control_runs", "strict")  # others change the results
 
 
 class ExperimentError(ValueError):
@@ -43,96 +39,117 @@ class ExperimentSettings:
     train_dir: str  # one subfolder per class
     out: str  # results folder; never overwritten (resume continues it)
     tests: tuple[tuple[str, str], ...] = ()  # (name, folder) test sets, evaluated every epoch
-    runs: int = 12  # trainings from scratch; run k is seeded with seed + k
+    runs: int = 12  # trainings from scratch per recipe; run k is seeded with seed + k
     seed: int = 0  # seed of run 0
+    recipes: tuple[Recipe, ...] = (REFERENCE,)  # what is trained; several: side by side
     val_split: float = 0.2  # fraction of training images (whole source groups) held out per run
     train_sample: int | None = None  # study protocol: each run trains on a fresh draw of N images
+    control_runs: int = 0  # extra runs on shuffled training labels: the chance distribution
     group_by: str | None = None  # regex on file names giving the source field (without manifest)
+    strict: bool = False  # refuse to train when test images duplicate training images (leakage)
     skip_bad_images: bool = False  # leave unreadable files out instead of stopping
     image_size: int = 256  # model input size; images are resized to image_size x image_size
     channels: tuple[int, ...] | None = None  # channels to pick/map; None keeps all
     page: int = 0  # page of multi-page TIFFs
     normalize: str = "dataset"  # "dataset" (training percentiles), "image" or "bitdepth"
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     cache_dir: str | None = None  # decoded-pixel cache; None: the user cache folder
-    control_runs: int = 0  # extra runs on shuffled training labels: the chance distribution
-    strict: bool = False  # refuse to train when test images duplicate training images (leakage)
-    train: TrainSettings = field(default_factory=TrainSettings)  # model and optimiser
 
 
 @dataclass(frozen=True)
-class Dataset:
-    name: str  # "train" or the test-set name
-    index: FolderIndex  # the scanned folder (class map, ignored and non-image files)
-    store: PixelStore  # decoded pixels; bad files left out when skipping them
-    labels: np.ndarray  # (N,) int64 labels aligned with store rows
-    groups: list[str]  # provenance group of each store row
+class Job:
+    run: int  # run number within its kind (real runs and control runs count separately)
+    seed: int  # seeds the split, the training-sample draw, the weights and the batch order
+    recipe: Recipe  # what is trained
+    control: bool = False  # trained on shuffled labels: what chance looks like on this data
 
 
-class Observer:
-    """Receives progress from an experiment; the CLI subclasses it with progress bars."""
-
-    def message(self, text: str) -> None:
-        """A one-line note or warning for the user."""
-
-    def decoding(self, name: str, total: int) -> Callable[[int], None] | None:
-        """Decoding of a folder starts; return a callback taking counts of finished files."""
-        return None
-
-    def run_started(self, name: str, n_images: int) -> None:
-        """A run starts (``name`` like "run 2/12"); it trains on ``n_images`` images per epoch."""
-
-    def batch(self, n_images: int) -> None:
-        """A training batch of ``n_images`` finished."""
-
-    def epoch_finished(self, run: int, records: list[EpochRecord]) -> None:
-        """An epoch finished; ``records`` are its rows of epochs.csv."""
-
-    def run_finished(self, run: int, rows: list[dict]) -> None:
-        """A run was written to the results folder; ``rows`` are its runs.csv rows."""
+def experiment_jobs(settings: ExperimentSettings) -> list[Job]:
+    """Real runs (seed + k) for every recipe, then label-shuffled control runs (first recipe)."""
+    jobs = [Job(k, settings.seed + k, r) for k in range(settings.runs) for r in settings.recipes]
+    offset = settings.seed + CONTROL_SEED_OFFSET
+    first = settings.recipes[0]
+    return jobs + [Job(j, offset + j, first, True) for j in range(settings.control_runs)]
 
 
-def preprocessing_for(settings: ExperimentSettings) -> Preprocessing:
-    """The (not yet fitted) preprocessing the settings ask for."""
-    from cellclass.images import NORMALIZATION_MODES, Normalization
+def check_settings(settings: ExperimentSettings) -> None:
+    """Raise ExperimentError naming the first setting that cannot work."""
+    labels = [recipe.label for recipe in settings.recipes]
+    problems = [
+        (not settings.recipes, "at least one recipe or model is needed"),
+        (len(set(labels)) != len(labels), f"two recipes share a name: {', '.join(labels)}"),
+        (
+            settings.normalize not in NORMALIZATION_MODES,
+            f"--normalize {settings.normalize!r}: choose one of {', '.join(NORMALIZATION_MODES)}",
+        ),
+        (not 0 <= settings.val_split < 1, f"--val-split {settings.val_split}: use 0 <= x < 1"),
+        (
+            any(r.select == "best" for r in settings.recipes) and settings.val_split == 0,
+            "a recipe keeps the best validation epoch but --val-split is 0",
+        ),
+        (
+            len({name for name, _ in settings.tests}) != len(settings.tests),
+            "two --test sets share a name",
+        ),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise ExperimentError(message)
+    resolve_device(settings.device)
 
-    if settings.normalize not in NORMALIZATION_MODES:
-        raise ExperimentError(
-            f"--normalize {settings.normalize!r}: choose one of {', '.join(NORMALIZATION_MODES)}"
-        )
-    return Preprocessing(
+
+def prepare_data(
+    settings: ExperimentSettings, observer: Observer
+) -> tuple[Dataset, list[Dataset], Preprocessing]:
+    """Load training and test folders and fit the normalisation on the training pixels."""
+    prep = Preprocessing(
         settings.image_size, settings.channels, settings.page, Normalization(settings.normalize)
     )
-
-
-def load_dataset(
-    name: str,
-    folder: str | Path,
-    prep: Preprocessing,
-    *,
-    class_names: tuple[str, ...] | None = None,
-    group_by: str | None = None,
-    skip_bad: bool = False,
-    cache_dir: str | None = None,
-    observer: Observer | None = None,
-) -> Dataset:
-    """Scan a class-folder tree and decode it into a pixel store (verifying every file)."""
-    observer = observer or Observer()
-    index = scan_folder(folder, class_names=class_names, group_by=group_by)
-    progress = observer.decoding(name, len(index.samples))
-    store = load_store(
-        index.paths,
-        prep,
-        cache_dir=Path(cache_dir) if cache_dir else None,
-        skip_bad=skip_bad,
-        progress=progress,
+    options = {
+        "group_by": settings.group_by,
+        "skip_bad": settings.skip_bad_images,
+        "cache_dir": settings.cache_dir,
+        "observer": observer,
+    }
+    train = load_dataset("train", settings.train_dir, prep, **options)
+    if len(np.unique(train.labels)) < 2:
+        raise ExperimentError(f"{settings.train_dir}: fewer than two classes have readable images")
+    norm = fit_normalization(
+        settings.normalize,
+        sample_pixels(train.store),
+        bit_depth=train.store.bit_depth,
+        percentiles=prep.normalization.percentiles,
     )
-    position = {path: i for i, path in enumerate(index.paths)}
-    rows = [position[path] for path in store.paths]
-    labels = index.labels[rows]
-    groups = [index.samples[i].group for i in rows]
-    for path, reason in store.bad:
-        observer.message(f"skipped unreadable image {path}: {reason}")
-    return Dataset(name, index, store, labels, groups)
+    prep = replace(prep, normalization=norm)
+    tests = []
+    for name, folder in settings.tests:
+        test = load_dataset(name, folder, prep, class_names=train.index.class_names, **options)
+        if test.store.channels != train.store.channels:
+            raise ExperimentError(
+                f"{folder}: images have {test.store.channels} channel(s) but the training images "
+                f"have {train.store.channels}; pick matching channels with --channels"
+            )
+        for missing in test.index.missing_classes:
+            observer.message(f"warning: test set {name!r} has no {missing!r} folder")
+        tests.append(test)
+    return train, tests, prep
+
+
+def check_leakage(
+    train: Dataset, tests: list[Dataset], settings: ExperimentSettings, observer: Observer
+) -> list[list[str]]:
+    """Exact or near-duplicate images shared by training and test folders, as path pairs.
+
+    Warns through ``observer``; with ``settings.strict`` any pair stops the experiment.
+    """
+    from cellclass.inspection import find_leakage, leakage_message
+
+    pairs = find_leakage(train.index, [t.index for t in tests], page=settings.page)
+    if pairs and settings.strict:
+        raise ExperimentError(f"{leakage_message(pairs)}; or run without --strict")
+    if pairs:
+        observer.message(f"warning: {leakage_message(pairs)}")
+    return [[str(pair.first), str(pair.second)] for pair in pairs]
 
 
 def _check_output(out: Path, settings: ExperimentSettings, resume: bool) -> None:
@@ -154,124 +171,37 @@ def _check_output(out: Path, settings: ExperimentSettings, resume: bool) -> None
         )
 
 
-RESUMABLE_CHANGES = (
-    "out",
-    "runs",
-    "control_runs",
-    "strict",
-)  # resuming may add runs; anything else changes results
-
-
 def _flatten(settings: dict, prefix: str = "") -> dict:
-    """{"train": {"epochs": 9}} -> {"epochs": 9}: nested settings under their own names."""
+    """{"recipes": [{"epochs": 9}]} -> {"recipes.0.epochs": 9}: every setting by its path."""
     flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, prefix))
+    items = settings.items() if isinstance(settings, dict) else enumerate(settings)
+    for key, value in items:
+        if isinstance(value, dict | list) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
         else:
-            flat[prefix + key] = value
+            flat[f"{prefix}{key}"] = value
     return flat
 
 
 def _jsonable(data):
-    import json
-
     return json.loads(json.dumps(data, default=str))
-
-
-def prepare_data(
-    settings: ExperimentSettings, observer: Observer
-) -> tuple[Dataset, list[Dataset], Preprocessing]:
-    """Load training and test folders and fit the normalisation on the training pixels."""
-    prep = preprocessing_for(settings)
-    train = load_dataset(
-        "train",
-        settings.train_dir,
-        prep,
-        group_by=settings.group_by,
-        skip_bad=settings.skip_bad_images,
-        cache_dir=settings.cache_dir,
-        observer=observer,
-    )
-    if len(np.unique(train.labels)) < 2:
-        raise ExperimentError(f"{settings.train_dir}: fewer than two classes have readable images")
-    norm = fit_normalization(
-        settings.normalize,
-        sample_pixels(train.store),
-        bit_depth=train.store.bit_depth,
-        percentiles=prep.normalization.percentiles,
-    )
-    prep = replace(prep, normalization=norm)
-    tests = []
-    for name, folder in settings.tests:
-        test = load_dataset(
-            name,
-            folder,
-            prep,
-            class_names=train.index.class_names,
-            group_by=settings.group_by,
-            skip_bad=settings.skip_bad_images,
-            cache_dir=settings.cache_dir,
-            observer=observer,
-        )
-        if test.store.channels != train.store.channels:
-            raise ExperimentError(
-                f"{folder}: images have {test.store.channels} channel(s) but the training images "
-                f"have {train.store.channels}; pick matching channels with --channels"
-            )
-        for missing in test.index.missing_classes:
-            observer.message(f"warning: test set {name!r} has no {missing!r} folder")
-        tests.append(test)
-    return train, tests, prep
-
-
-def dataset_info(data: Dataset) -> dict:
-    return {
-        "path": str(data.index.root),
-        "n_images": int(len(data.labels)),
-        "class_counts": {
-            name: int((data.labels == i).sum()) for i, name in enumerate(data.index.class_names)
-        },
-        "n_ignored": len(data.index.ignored),
-        "n_non_images": len(data.index.non_images),
-        "n_bad": len(data.store.bad),
-        "bit_depth": data.store.bit_depth,
-        "dtype": str(data.store.pixels.dtype),
-    }
-
-
-def check_leakage(
-    train: Dataset, tests: list[Dataset], settings: ExperimentSettings, observer: Observer
-) -> list[list[str]]:
-    """Exact or near-duplicate images shared by training and test folders, as path pairs.
-
-    Warns through ``observer``; with ``settings.strict`` any pair stops the experiment.
-    """
-    from cellclass.inspection import find_leakage, leakage_message
-
-    pairs = find_leakage(train.index, [t.index for t in tests], page=settings.page)
-    if pairs and settings.strict:
-        raise ExperimentError(f"{leakage_message(pairs)}; or run without --strict")
-    if pairs:
-        observer.message(f"warning: {leakage_message(pairs)}")
-    return [[str(pair.first), str(pair.second)] for pair in pairs]
 
 
 def write_config(
     out: Path, settings, train: Dataset, tests: list[Dataset], prep, *, leakage=()
 ) -> None:
-    device = str(resolve_device(settings.train.device))
     config = {
         "cellclass_version": results.software_versions()["cellclass"],
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "settings": _jsonable(asdict(settings)),
         "seeds": [settings.seed + k for k in range(settings.runs)],
+        "models": [recipe.label for recipe in settings.recipes],
         "class_names": list(train.index.class_names),
         "train": dataset_info(train),
         "tests": {t.name: dataset_info(t) for t in tests},
         "preprocessing": _jsonable(preprocessing_to_dict(prep)),
         "versions": results.software_versions(),
-        "machine": results.machine_info(device),
+        "machine": results.machine_info(str(resolve_device(settings.device))),
         "leakage": list(leakage),
     }
     results.write_json(out / "config.json", config)
@@ -291,23 +221,6 @@ def run_splits(
     return rows, val
 
 
-CONTROL_SEED_OFFSET = 10_000  # control run j is seeded with seed + 10_000 + j
-
-
-@dataclass(frozen=True)
-class Job:
-    run: int  # run number within its kind (real runs and control runs count separately)
-    seed: int  # seeds the split, the training-sample draw, the weights and the batch order
-    control: bool = False  # trained on shuffled labels: what chance looks like on this data
-
-
-def experiment_jobs(settings: ExperimentSettings) -> list[Job]:
-    """Real runs (seed + k), then label-shuffled control runs."""
-    real = [Job(k, settings.seed + k) for k in range(settings.runs)]
-    offset = settings.seed + CONTROL_SEED_OFFSET
-    return real + [Job(j, offset + j, True) for j in range(settings.control_runs)]
-
-
 def run_experiment(
     settings: ExperimentSettings, *, resume: bool = False, observer: Observer | None = None
 ) -> Path:
@@ -319,6 +232,7 @@ def run_experiment(
         Bad settings or data, found before any training starts.
     """
     observer = observer or Observer()
+    check_settings(settings)
     out = Path(settings.out).expanduser().resolve()
     _check_output(out, settings, resume)
     train, tests, prep = prepare_data(settings, observer)
@@ -327,22 +241,25 @@ def run_experiment(
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, settings, train, tests, prep, leakage=leakage)
     jobs = experiment_jobs(settings)
-    model = settings.train.model
-    done = [job for job in jobs if _checkpoint(out, job, model).is_file()]
-    results.drop_unfinished(out, {(job.run, model, int(job.control)) for job in done})
+    done = [job for job in jobs if _checkpoint(out, job, settings).is_file()]
+    results.drop_unfinished(out, {(j.run, j.recipe.label, int(j.control)) for j in done})
     if done:
         observer.message(f"resuming: {len(done)} of {len(jobs)} runs already finished")
     for job in jobs:
         if job not in done:
-            _one_run(out, job, settings, train, tests, prep, observer)
+            _one_run(out, job, settings, (train, tests, prep), observer)
     return out
 
 
-def _checkpoint(out: Path, job: Job, model: str) -> Path:
-    return results.checkpoint_path(out, job.run, model, models=(model,), control=job.control)
+def _checkpoint(out: Path, job: Job, settings: ExperimentSettings) -> Path:
+    labels = tuple(recipe.label for recipe in settings.recipes)
+    return results.checkpoint_path(
+        out, job.run, job.recipe.label, models=labels, control=job.control
+    )
 
 
-def _one_run(out, job: Job, settings, train: Dataset, tests: list[Dataset], prep, observer):
+def _one_run(out, job: Job, settings, data, observer) -> None:
+    train, tests, prep = data
     train_rows, val_rows = run_splits(train, settings, job.seed)
     fit_labels = train.labels[train_rows]
     if job.control:  # same class balance, no relation between image and label
@@ -350,27 +267,29 @@ def _one_run(out, job: Job, settings, train: Dataset, tests: list[Dataset], prep
     splits = [Split(t.name, t.store, np.arange(len(t.labels)), t.labels) for t in tests]
     if len(val_rows):
         splits.insert(0, Split("val", train.store, val_rows, train.labels[val_rows]))
-    fit = Split("train", train.store, train_rows, fit_labels)
     kind, total = ("control", settings.control_runs) if job.control else ("run", settings.runs)
-    observer.run_started(f"{kind} {job.run + 1}/{total}", len(train_rows))
+    several = len(settings.recipes) > 1 and not job.control
+    name = f"{kind} {job.run + 1}/{total}" + (f" {job.recipe.label}" if several else "")
+    observer.run_started(name, len(train_rows))
     result = train_run(
-        fit,
+        Split("train", train.store, train_rows, fit_labels),
         splits,
-        settings.train,
+        job.recipe,
         norm=prep.normalization,
         n_classes=len(train.index.class_names),
         seed=job.seed,
+        device=settings.device,
         on_batch=observer.batch,
         on_epoch=lambda records: observer.epoch_finished(job.run, records),
     )
-    rows = _write_run(out, job, settings, result, train, tests, prep)
+    rows = _write_run(out, job, settings, result, data)
     observer.run_finished(job.run, rows)
 
 
-def _write_run(out, job: Job, settings, result: RunResult, train, tests, prep) -> list[dict]:
-    model = settings.train.model
+def _write_run(out, job: Job, settings, result: RunResult, data) -> list[dict]:
+    train, tests, prep = data
     class_names = train.index.class_names
-    key = {"run": job.run, "model": model}
+    key = {"run": job.run, "model": job.recipe.label}
     run_rows, pred_rows = [], []
     for test in tests:
         evaluation = result.final[test.name]
@@ -386,23 +305,27 @@ def _write_run(out, job: Job, settings, result: RunResult, train, tests, prep) -
                 "n_images": len(evaluation.labels),
                 "seconds": result.seconds,
                 "control": int(job.control),
+                "epoch": result.epoch,
             }
         )
-        pred_rows += prediction_rows(job.run, model, test, probs, class_names, job.control)
+        pred_rows += prediction_rows(job.run, key["model"], test, probs, class_names, job.control)
     epoch_rows = [{**key, **asdict(r), "control": int(job.control)} for r in result.epochs]
     results.append_rows(out / "runs.csv", results.RUNS_COLUMNS, run_rows)
     results.append_rows(out / "epochs.csv", results.EPOCHS_COLUMNS, epoch_rows)
     results.append_rows(out / "predictions.csv", results.prediction_columns(class_names), pred_rows)
     meta = {
         **key,
+        "architecture": job.recipe.model,
         "seed": job.seed,
         "control": job.control,
+        "epoch": result.epoch,
+        "recipe": _jsonable(asdict(job.recipe)),
         "class_names": list(class_names),
         "in_channels": train.store.channels,
         "image_size": settings.image_size,
         "preprocessing": _jsonable(preprocessing_to_dict(prep)),
     }
-    results.save_checkpoint(_checkpoint(out, job, model), result.model, meta)  # marks it done
+    results.save_checkpoint(_checkpoint(out, job, settings), result.model, meta)  # marks it done
     return run_rows
 
 
@@ -426,28 +349,3 @@ def prediction_rows(
         row.update({f"p_{name}": float(probs[i, j]) for j, name in enumerate(class_names)})
         rows.append(row)
     return rows
-
-
-def summary_table(run_dir: str | Path) -> list[dict]:
-    """Per (model, test set): n runs, mean, sd, 95 % CI, min and max test accuracy.
-
-    With control runs (shuffled labels), each real row gains ``p_vs_control``, the empirical
-    p-value of its mean accuracy against the control runs' accuracies, and the control runs
-    get rows of their own with model ``<model> (shuffled labels)``.
-    """
-    rows = results.read_table(Path(run_dir) / "runs.csv")
-    table = []
-    for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
-        same = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
-        real = [r["accuracy"] for r in same if not r.get("control")]
-        control = [r["accuracy"] for r in same if r.get("control")]
-        entry = {"model": model, "dataset": dataset, **summarize(real)} if real else None
-        if entry and control:
-            entry["p_vs_control"] = empirical_p_value(entry["mean"], control)
-        if entry:
-            table.append(entry)
-        if control:
-            table.append(
-                {"model": f"{model} (shuffled labels)", "dataset": dataset, **summarize(control)}
-            )
-    return table

@@ -14,18 +14,13 @@ import torch
 
 from cellclass import results
 from cellclass.cache import load_store, preprocessing_from_dict
-from cellclass.experiment import (
-    Dataset,
-    ExperimentError,
-    Observer,
-    dataset_info,
-    load_dataset,
-    prediction_rows,
-)
+from cellclass.datasets import Dataset, dataset_info, load_dataset
+from cellclass.experiment import ExperimentError, prediction_rows
 from cellclass.folders import is_hidden
 from cellclass.images import IMAGE_EXTENSIONS
 from cellclass.metrics import expected_calibration_error, softmax
 from cellclass.models import build_model
+from cellclass.progress import Observer
 from cellclass.train import Split, evaluate, predict_logits
 
 
@@ -49,7 +44,7 @@ def load_runs(run_dir: str | Path, *, run: int | None = None) -> list[SavedRun]:
         if run is not None and checkpoint["run"] != run:
             continue
         model = build_model(
-            checkpoint["model"],
+            checkpoint.get("architecture", checkpoint["model"]),
             in_channels=checkpoint["in_channels"],
             n_classes=len(checkpoint["class_names"]),
             image_size=checkpoint["image_size"],
@@ -109,7 +104,9 @@ def predict_paths(
     split = Split(
         "predict", store, np.arange(len(store.paths)), np.zeros(len(store.paths), np.int64)
     )
-    probs = np.stack([softmax(predict_logits(r.model, split, prep.normalization)) for r in runs])
+    probs = np.stack(
+        [softmax(predict_logits(r.model, split, prep.normalization, tta=_tta(r))) for r in runs]
+    )
     mean = probs.mean(0)  # (N, K)
     votes = probs.argmax(2)  # (R, N)
     class_names = meta["class_names"]
@@ -126,6 +123,11 @@ def predict_paths(
         row.update({f"p_{name}": float(mean[i, j]) for j, name in enumerate(class_names)})
         rows.append(row)
     return rows
+
+
+def _tta(saved: SavedRun) -> bool:
+    """Whether the run's recipe averages predictions over the 8 dihedral transforms."""
+    return bool(saved.meta.get("recipe", {}).get("tta", False))
 
 
 def _check_channels(have: int, want: int, example: Path) -> None:
@@ -187,7 +189,7 @@ def _evaluate_runs(runs: list[SavedRun], data: Dataset, prep, class_names) -> tu
     split = Split(data.name, data.store, np.arange(len(data.labels)), data.labels)
     run_rows, pred_rows = [], []
     for saved in runs:
-        result = evaluate(saved.model, split, prep.normalization)
+        result = evaluate(saved.model, split, prep.normalization, tta=_tta(saved))
         probs = softmax(result.logits)
         run_rows.append(
             {

@@ -42,6 +42,7 @@ RUNS_COLUMNS = [
     "n_images",
     "seconds",
     "control",
+    "epoch",
 ]
 EPOCHS_COLUMNS = ["run", "model", "epoch", "split", "loss", "accuracy", "seconds", "control"]
 PREDICTION_COLUMNS = [

@@ -2,11 +2,13 @@
 
 Data arrive as `Split` objects: raw pixels from a `PixelStore` plus the indices of the images
 in this split. Batches are gathered and normalised as whole tensors; nothing in an epoch loops
-over single images in Python.
+over single images in Python. What is trained, and how, is a `cellclass.recipes.Recipe`.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,20 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellclass.augment import augment_batch, tta_probabilities
 from cellclass.cache import PixelStore, normalize_batch
 from cellclass.images import Normalization
 from cellclass.models import build_model
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    model: str = "badger"  # architecture name from cellclass.models.MODELS
-    epochs: int = 9  # the study trained for 9 epochs
-    batch_size: int = 20  # the study's batch size
-    learning_rate: float = 1e-3  # Adam, Keras default
-    adam_eps: float = 1e-7  # Keras' Adam epsilon (PyTorch's default is 1e-8)
-    eval_batch_size: int = 100  # batch size for evaluation only; does not change results
-    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+from cellclass.recipes import Recipe
 
 
 @dataclass(frozen=True)
@@ -53,15 +46,16 @@ class Evaluation:
     split: str
     loss: float
     accuracy: float
-    logits: np.ndarray  # (N, K) float32
+    logits: np.ndarray  # (N, K) float32 (log of TTA-averaged probabilities when TTA is on)
     labels: np.ndarray  # (N,) int64
 
 
 @dataclass(frozen=True)
 class RunResult:
-    model: nn.Module  # trained weights (on the CPU)
+    model: nn.Module  # kept weights (last or best epoch), on the CPU
     epochs: list[EpochRecord]  # per epoch, per split
-    final: dict[str, Evaluation]  # last-epoch evaluation of val and every test split
+    final: dict[str, Evaluation]  # evaluation of val and every test split with kept weights
+    epoch: int  # the epoch whose weights were kept
     seconds: float  # whole run
 
 
@@ -91,14 +85,40 @@ def gather_batch(
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def make_optimizer(model: nn.Module, recipe: Recipe, steps: int):
+    """Optimiser and per-step learning-rate scheduler for ``steps`` training steps."""
+    if recipe.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=recipe.learning_rate,
+            eps=recipe.adam_eps,
+            weight_decay=recipe.weight_decay,
+        )
+    else:
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=recipe.learning_rate, eps=recipe.adam_eps
+        )
+    warmup = recipe.warmup_epochs * steps / max(recipe.epochs, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if recipe.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train_run(
     train: Split,
     evaluations: list[Split],
-    settings: TrainSettings,
+    recipe: Recipe,
     *,
     norm: Normalization,
     n_classes: int,
     seed: int,
+    device: str = "auto",
     on_batch: Callable[[int], None] | None = None,
     on_epoch: Callable[[list[EpochRecord]], None] | None = None,
 ) -> RunResult:
@@ -108,87 +128,112 @@ def train_run(
     ----------
     train : the images the model learns from.
     evaluations : val and test splits evaluated after every epoch (memorisation shows here).
-    seed : seeds weight initialisation and batch order; same seed, same numbers.
+    seed : seeds weight initialisation, batch order and augmentation; same seed, same numbers.
     on_batch : called with the number of images after every training batch (progress bars).
     on_epoch : called with the epoch's records (train, then every evaluation split).
     """
-    device = resolve_device(settings.device)
+    torch_device = resolve_device(device)
     torch.manual_seed(seed)
-    image_size = train.store.pixels.shape[1]
     model = build_model(
-        settings.model, in_channels=train.store.channels, n_classes=n_classes, image_size=image_size
-    ).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.learning_rate, eps=settings.adam_eps
-    )
-    order_rng = np.random.default_rng(seed)
+        recipe.model,
+        in_channels=train.store.channels,
+        n_classes=n_classes,
+        image_size=train.store.pixels.shape[1],
+    ).to(torch_device, memory_format=torch.channels_last)
+    steps = recipe.epochs * math.ceil(len(train.indices) / recipe.batch_size)
+    optimizer, scheduler = make_optimizer(model, recipe, steps)
+    state = _Loop(np.random.default_rng(seed), torch.Generator().manual_seed(seed), on_batch)
     records: list[EpochRecord] = []
+    best = (-1.0, 0, None)  # (validation accuracy, epoch, weights)
     started = time.perf_counter()
-    final: dict[str, Evaluation] = {}
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, recipe.epochs + 1):
         epoch_records = [
-            _train_epoch(
-                model, optimizer, train, settings, norm, device, order_rng, epoch, on_batch
-            )
+            _train_epoch(model, optimizer, scheduler, train, recipe, norm, state, epoch)
         ]
         for split in evaluations:
             tick = time.perf_counter()
-            result = evaluate(model, split, norm, batch_size=settings.eval_batch_size)
-            seconds = time.perf_counter() - tick
+            result = evaluate(model, split, norm, batch_size=recipe.eval_batch_size)
             epoch_records.append(
-                EpochRecord(epoch, split.name, result.loss, result.accuracy, seconds)
+                EpochRecord(
+                    epoch, split.name, result.loss, result.accuracy, time.perf_counter() - tick
+                )
             )
-            final[split.name] = result
+            if split.name == "val" and result.accuracy > best[0]:
+                best = (result.accuracy, epoch, copy.deepcopy(model.state_dict()))
         records += epoch_records
         if on_epoch is not None:
             on_epoch(epoch_records)
+    kept = recipe.epochs
+    if recipe.select == "best" and best[2] is not None:
+        model.load_state_dict(best[2])
+        kept = best[1]
+    final = {
+        split.name: evaluate(model, split, norm, batch_size=recipe.eval_batch_size, tta=recipe.tta)
+        for split in evaluations
+    }
     model.to("cpu", memory_format=torch.contiguous_format)
-    return RunResult(model, records, final, time.perf_counter() - started)
+    return RunResult(model, records, final, kept, time.perf_counter() - started)
 
 
-def _train_epoch(model, optimizer, train, settings, norm, device, rng, epoch, on_batch):
+@dataclass
+class _Loop:
+    rng: np.random.Generator  # batch order
+    generator: torch.Generator  # augmentation draws
+    on_batch: Callable[[int], None] | None  # progress callback
+
+
+def _train_epoch(model, optimizer, scheduler, train: Split, recipe: Recipe, norm, state, epoch):
     model.train()
+    device = next(model.parameters()).device
     tick = time.perf_counter()
-    order = rng.permutation(len(train.indices))
+    order = state.rng.permutation(len(train.indices))
     labels = torch.from_numpy(train.labels)
     total_loss, correct = 0.0, 0
-    for start in range(0, len(order), settings.batch_size):
-        rows = np.sort(order[start : start + settings.batch_size])  # sorted: faster memmap reads
+    for start in range(0, len(order), recipe.batch_size):
+        rows = np.sort(order[start : start + recipe.batch_size])  # sorted: faster memmap reads
         x = gather_batch(train, rows, norm, device)  # (B, C, S, S)
+        x = augment_batch(x, recipe.augment, state.generator)
         y = labels[rows].to(device)  # (B,)
         logits = model(x)  # (B, K)
-        loss = nn.functional.cross_entropy(logits, y)
+        loss = nn.functional.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        scheduler.step()
         total_loss += loss.item() * len(rows)
         correct += int((logits.argmax(1) == y).sum())
-        if on_batch is not None:
-            on_batch(len(rows))
+        if state.on_batch is not None:
+            state.on_batch(len(rows))
     n = len(order)
     return EpochRecord(epoch, "train", total_loss / n, correct / n, time.perf_counter() - tick)
 
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, split: Split, norm: Normalization, *, batch_size: int = 100
+    model: nn.Module, split: Split, norm: Normalization, *, batch_size: int = 100, tta: bool = False
 ) -> np.ndarray:
-    """(N, K) float32 logits for every image of ``split``, in split order."""
+    """(N, K) float32 logits for every image of ``split``, in split order.
+
+    With ``tta`` the probabilities are averaged over the 8 dihedral transforms and their log
+    is returned, so a softmax of the result gives the averaged probabilities.
+    """
     model.eval()
     device = next(model.parameters()).device
     model.to(memory_format=torch.channels_last)
     chunks = []
     for start in range(0, len(split.indices), batch_size):
         rows = np.arange(start, min(start + batch_size, len(split.indices)))
-        chunks.append(model(gather_batch(split, rows, norm, device)).float().cpu())
+        x = gather_batch(split, rows, norm, device)  # (B, C, S, S)
+        out = torch.log(tta_probabilities(model, x).clamp_min(1e-12)) if tta else model(x)
+        chunks.append(out.float().cpu())
     return torch.cat(chunks).numpy()
 
 
 def evaluate(
-    model: nn.Module, split: Split, norm: Normalization, *, batch_size: int = 100
+    model: nn.Module, split: Split, norm: Normalization, *, batch_size: int = 100, tta: bool = False
 ) -> Evaluation:
     """Loss and accuracy of ``model`` on ``split`` (the model is left in eval mode)."""
-    logits = predict_logits(model, split, norm, batch_size=batch_size)
+    logits = predict_logits(model, split, norm, batch_size=batch_size, tta=tta)
     labels = split.labels
     loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     accuracy = float((logits.argmax(1) == labels).mean())

@@ -1,0 +1,32 @@
+"""How long operations report progress: an `Observer` with no-op methods.
+
+Library code calls these methods; the command line subclasses `Observer` with progress bars,
+a notebook can subclass it with widgets or leave it silent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class Observer:
+    """Receives progress from loading and training; every method is optional."""
+
+    def message(self, text: str) -> None:
+        """A one-line note or warning for the user."""
+
+    def decoding(self, name: str, total: int) -> Callable[[int], None] | None:
+        """Decoding of a folder starts; return a callback taking counts of finished files."""
+        return None
+
+    def run_started(self, name: str, n_images: int) -> None:
+        """A run starts (``name`` like "run 2/12"); it trains on ``n_images`` images per epoch."""
+
+    def batch(self, n_images: int) -> None:
+        """A training batch of ``n_images`` finished."""
+
+    def epoch_finished(self, run: int, records: list) -> None:
+        """An epoch finished; ``records`` are its `cellclass.train.EpochRecord` rows."""
+
+    def run_finished(self, run: int, rows: list[dict]) -> None:
+        """A run was written to the results folder; ``rows`` are its runs.csv rows."""

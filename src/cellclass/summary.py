@@ -1,0 +1,96 @@
+"""Tables over runs: test accuracy per model and test set, the runs' ensemble, and tests of
+the difference between models.
+
+All functions read the tidy tables of a results folder (see `cellclass.results`) and return
+lists of dicts, ready to print, plot or write as CSV.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from cellclass import results
+from cellclass.metrics import empirical_p_value, mcnemar_exact, summarize, welch_t_test
+
+
+def summary_table(run_dir: str | Path) -> list[dict]:
+    """Per (model, test set): n runs, mean, sd, 95 % CI, min and max test accuracy, and the
+    accuracy of the runs' ensemble (mean probability over runs).
+
+    With control runs (shuffled labels), each real row gains ``p_vs_control``, the empirical
+    p-value of its mean accuracy against the control runs' accuracies, and the control runs
+    get rows of their own with model ``<model> (shuffled labels)``.
+    """
+    rows = results.read_table(Path(run_dir) / "runs.csv")
+    predictions = results.read_table(Path(run_dir) / "predictions.csv")
+    table = []
+    for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
+        same = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
+        real = [r["accuracy"] for r in same if not r.get("control")]
+        control = [r["accuracy"] for r in same if r.get("control")]
+        if real:
+            entry = {"model": model, "dataset": dataset, **summarize(real)}
+            correct = ensemble_correct(predictions, model, dataset)
+            entry["ensemble"] = float(correct.mean()) if len(correct) else float("nan")
+            if control:
+                entry["p_vs_control"] = empirical_p_value(entry["mean"], control)
+            table.append(entry)
+        if control:
+            label = f"{model} (shuffled labels)"
+            table.append({"model": label, "dataset": dataset, **summarize(control)})
+    return table
+
+
+def ensemble_correct(predictions: list[dict], model: str, dataset: str) -> np.ndarray:
+    """(N,) bool: is the mean-probability ensemble of the real runs right, per image (sorted
+    by path)."""
+    rows = [
+        r
+        for r in predictions
+        if r["model"] == model and r["dataset"] == dataset and not r.get("control")
+    ]
+    if not rows:
+        return np.zeros(0, dtype=bool)
+    classes = [key[2:] for key in rows[0] if key.startswith("p_")]
+    paths = sorted({r["path"] for r in rows})
+    position = {path: i for i, path in enumerate(paths)}
+    total = np.zeros((len(paths), len(classes)))
+    truth = [""] * len(paths)
+    for r in rows:
+        i = position[r["path"]]
+        total[i] += [r[f"p_{c}"] for c in classes]
+        truth[i] = r["true"]
+    predicted = [classes[j] for j in total.argmax(1)]
+    return np.array([p == t for p, t in zip(predicted, truth, strict=True)])
+
+
+def model_comparisons(run_dir: str | Path) -> list[dict]:
+    """Every pair of models on every test set: Welch's t-test on the runs' accuracies and an
+    exact McNemar test on the two ensembles' per-image answers."""
+    rows = [r for r in results.read_table(Path(run_dir) / "runs.csv") if not r.get("control")]
+    predictions = results.read_table(Path(run_dir) / "predictions.csv")
+    models = sorted({r["model"] for r in rows})
+    out = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        for first, second in combinations(models, 2):
+            a = [r["accuracy"] for r in rows if (r["model"], r["dataset"]) == (first, dataset)]
+            b = [r["accuracy"] for r in rows if (r["model"], r["dataset"]) == (second, dataset)]
+            if len(a) < 2 or len(b) < 2:
+                continue
+            entry = {"dataset": dataset, "first": first, "second": second}
+            entry.update({f"runs_{k}": v for k, v in welch_t_test(a, b).items()})
+            ca = ensemble_correct(predictions, first, dataset)
+            cb = ensemble_correct(predictions, second, dataset)
+            if len(ca) and len(ca) == len(cb):
+                test = mcnemar_exact(ca, cb)
+                entry.update(
+                    {
+                        "ensemble_difference": float(ca.mean() - cb.mean()),
+                        "mcnemar_p": test["p_value"],
+                    }
+                )
+            out.append(entry)
+    return out

@@ -1,0 +1,101 @@
+import csv
+from dataclasses import replace
+
+import pytest
+
+from cellclass import results
+from cellclass.experiment import ExperimentSettings, run_experiment
+from cellclass.recipes import REFERENCE, STRONG, resolve_recipes, with_overrides
+from cellclass.summary import model_comparisons, summary_table
+
+from .conftest import make_class_tree
+
+
+def test_reference_recipe_is_the_study():
+    assert (REFERENCE.model, REFERENCE.epochs, REFERENCE.batch_size) == ("badger", 9, 20)
+    assert (REFERENCE.optimizer, REFERENCE.learning_rate, REFERENCE.adam_eps) == (
+        "adam",
+        1e-3,
+        1e-7,
+    )
+    assert not REFERENCE.augment.active and not REFERENCE.tta and REFERENCE.select == "last"
+
+
+def test_overrides_change_named_fields_and_reject_unknown_ones():
+    recipe = with_overrides(STRONG, {"epochs": "3", "augment.dihedral": "false", "tta": "no"})
+    assert recipe.epochs == 3 and not recipe.augment.dihedral and not recipe.tta
+    with pytest.raises(ValueError, match="unknown recipe field"):
+        with_overrides(STRONG, {"warp_speed": "9"})
+    with pytest.raises(ValueError, match="expected a int"):
+        with_overrides(STRONG, {"epochs": "many"})
+
+
+def test_resolve_recipes_targets_one_recipe_by_label():
+    recipes = resolve_recipes(["reference", "strong"], ["badger-deep"], ["strong:epochs=4"])
+    assert [r.label for r in recipes] == ["badger", "strong", "badger-deep"]
+    assert [r.epochs for r in recipes] == [9, 4, 9]
+    with pytest.raises(ValueError, match="no recipe 'nope'"):
+        resolve_recipes(["strong"], [], ["nope:epochs=1"])
+    with pytest.raises(ValueError, match="choose one of"):
+        resolve_recipes(["turbo"], [], [])
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_multi_recipe_experiment_uses_same_seeds_and_splits(tmp_path):
+    train = make_class_tree(tmp_path / "train", {"Control": 12, "Treated": 12})
+    test = make_class_tree(tmp_path / "test", {"Control": 5, "Treated": 5}, seed=7)
+    fast = replace(REFERENCE, epochs=2, batch_size=8)
+    strong = replace(STRONG, epochs=2, batch_size=8, warmup_epochs=1)
+    settings = ExperimentSettings(
+        train_dir=str(train),
+        out=str(tmp_path / "out"),
+        tests=(("t", str(test)),),
+        runs=2,
+        image_size=32,
+        cache_dir=str(tmp_path / "cache"),
+        recipes=(fast, strong),
+    )
+    out = run_experiment(settings)
+    runs = _rows(out / "runs.csv")
+    assert {(r["model"], r["run"], r["seed"]) for r in runs} == {
+        (m, k, s) for m in ("badger", "strong") for k, s in (("0", "0"), ("1", "1"))
+    }
+    config = results.read_json(out / "config.json")
+    saved = config["settings"]["recipes"][1]
+    assert saved["augment"]["dihedral"] is True and saved["tta"] is True
+    assert saved["label_smoothing"] == STRONG.label_smoothing
+    # identical validation split for both models of a run: same number of val images
+    epochs = _rows(out / "epochs.csv")
+    assert {r["model"] for r in epochs} == {"badger", "strong"}
+    names = sorted(p.name for p in (out / "models").iterdir())
+    assert names == ["run-00-badger.pt", "run-00-strong.pt", "run-01-badger.pt", "run-01-strong.pt"]
+    a = results.load_checkpoint(out / "models" / "run-00-badger.pt")
+    b = results.load_checkpoint(out / "models" / "run-00-strong.pt")
+    assert a["seed"] == b["seed"] and b["architecture"] == "compact"
+    assert {row["model"] for row in summary_table(out)} == {"badger", "strong"}
+    (comparison,) = model_comparisons(out)
+    assert comparison["first"] == "badger" and 0 <= comparison["mcnemar_p"] <= 1
+    assert all(0 <= row["ensemble"] <= 1 for row in summary_table(out))
+
+
+def test_split_is_a_function_of_the_seed_only(tmp_path):
+    from cellclass.experiment import prepare_data, run_splits
+    from cellclass.progress import Observer
+
+    train = make_class_tree(tmp_path / "train", {"Control": 12, "Treated": 12})
+    settings = ExperimentSettings(
+        train_dir=str(train),
+        out=str(tmp_path / "o"),
+        image_size=32,
+        cache_dir=str(tmp_path / "c"),
+        recipes=(REFERENCE, STRONG),
+    )
+    data, _, _ = prepare_data(settings, Observer())
+    for seed in range(3):
+        one = run_splits(data, settings, seed)
+        other = run_splits(data, replace(settings, recipes=(STRONG,)), seed)
+        assert all((a == b).all() for a, b in zip(one, other, strict=True))
