@@ -70,9 +70,8 @@ class _Look:
     granularity: float = 0.12  # amplitude of the smooth cytoplasm texture
     vesicle_density: float = 0.02  # vesicles per pixel of cytoplasm
     vesicle_spread: float = 0.35  # log-sd of the vesicle load between cells
-    grain_spread: tuple[float, float] = (0.25, 0.15)  # log-sd of "more, dimmer vesicles"
-    # between fields and between cells: natural look-alikes of Snf7 that keep it hard
-    clustering: tuple[float, float] = (2.0, 6.0)  # Beta(a, b) share of clustered vesicles
+    grain_spread: tuple[float, float] = (0.25, 0.15)  # log-sd (field, cell): natural "more, dimmer"
+    clustering: tuple[float, float] = (2.0, 6.0)  # Beta(a, b): natural share in tiny groups
     vesicle_peak: float = 220.0  # median vesicle peak above the cytoplasm
     vesicle_sigma: float = 1.3  # Gaussian sigma of the PSF (a small vesicle), pixels
     cluster_spread: float = 1.3  # distance of a clustered vesicle to its partner, pixels
@@ -100,7 +99,7 @@ class _Cell:
     nucleus: float  # nucleus radius, fraction of the cell radius
     level: float  # cytoplasm brightness, photoelectrons
     load: float  # vesicle cargo of this cell relative to an average cell
-    grain: float  # the cargo is split into this many times more vesicles, each dimmer
+    grain: float  # cargo is split into this many times more vesicles, each dimmer
     clustering: float  # share of vesicles sitting in tiny groups
 
 
@@ -186,12 +185,16 @@ def _place(cell: _Cell, n: int, rng: np.random.Generator, inward: float) -> np.n
 
 
 def _clump(
-    centers: np.ndarray, masses: np.ndarray, parts: int, spread, rng: np.random.Generator
+    centers: np.ndarray,
+    masses: np.ndarray,
+    parts: int,
+    spread: float | np.ndarray,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split spots into ``parts`` points each, jittered by ``spread`` (pixels, scalar or (N,)).
+    """Split each spot into ``parts`` points jittered by ``spread`` (pixels, scalar or (N,)).
 
-    (N, 2) centers and (N,) masses -> (N * parts, 2) points and (N * parts,) masses. Blurred by
-    the PSF, a clump looks like one bigger, irregular spot.
+    (N, 2) centers, (N,) masses -> (N * parts, 2) points, (N * parts,) masses. Blurred by the
+    PSF, a clump looks like one bigger, irregular spot.
     """
     jitter = np.repeat(np.broadcast_to(spread, len(centers)), parts)[:, None]
     points = np.repeat(centers, parts, axis=0) + jitter * rng.normal(size=(len(jitter), 2))
@@ -316,6 +319,10 @@ def make_field(
     (size, size) ndarray, uint16
         12-bit values in 0..4095.
     """
+    if not isinstance(phenotype, Phenotype):
+        raise TypeError(
+            f"phenotype must be a Phenotype such as PHENOTYPES['Snf7'], got {phenotype!r}"
+        )
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
     return _render((size, size), phenotype, strength, rng)
