@@ -42,6 +42,9 @@ def test_train_evaluate_predict_end_to_end(tmp_path, folders, capsys):
     out = capsys.readouterr().out
     assert "heldout" in out and "mean" in out  # the summary table
     run = tmp_path / "run"
+    html = (run / "report.html").read_text()
+    assert "data:image/png;base64" in html and "heldout" in html
+    assert any((run / "figures").glob("*.png"))
     extra = make_class_tree(tmp_path / "extra", {"Treated": 3}, seed=4)
     assert (
         main(
@@ -163,3 +166,21 @@ def test_leakage_between_train_and_test_warns_or_refuses_with_strict(tmp_path, f
 
     (pair,) = read_json(tmp_path / "run" / "config.json")["leakage"]
     assert pair[1].endswith("copied.png")
+
+
+def test_report_is_regenerated_and_preview_written(tmp_path, folders, capsys):
+    train, test = folders
+    assert _train(tmp_path, train, test) == 0
+    report = tmp_path / "run" / "report.html"
+    report.unlink()
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert report.is_file()
+    target = tmp_path / "grid.png"
+    argv = ["preview", str(train), "-o", str(target), "--image-size", "32",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    from PIL import Image
+
+    assert Image.open(target).size[0] > 200
+    assert main(argv) == 2  # never overwritten
+    assert "exists" in capsys.readouterr().err

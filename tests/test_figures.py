@@ -98,6 +98,8 @@ def test_prediction_labels_are_green_when_right_and_red_when_wrong():
     assert labels[0][0] == "pred A 97 %\ntrue A"
     assert labels[1][0] == "pred C 50 %\ntrue B"
     assert RIGHT_COLOUR != WRONG_COLOUR
+    (long,) = figures.prediction_labels(["x" * 40], ["x" * 40], [1.0])
+    assert long == (f"pred {'x' * 21}… 100 %\ntrue {'x' * 21}…", RIGHT_COLOUR)
 
 
 @pytest.mark.parametrize("n_classes", [2, 5])

@@ -24,9 +24,9 @@ CHROMIUM_ARGS = [
 
 
 # ---------------------------------------------------------------- a fake results folder
-def _accuracy(rng, dataset: str, *, memorise: bool) -> float:
-    """A plausible test accuracy; test sets named "*hard*" are much worse when memorising."""
-    centre = 0.55 if memorise and "hard" in dataset else 0.9
+def _accuracy(rng, dataset: str, *, memorise: bool, chance: float | None) -> float:
+    """A plausible test accuracy: near chance for control runs; "*hard*" sets low if memorising."""
+    centre = chance if chance else (0.55 if memorise and "hard" in dataset else 0.9)
     return float(np.clip(rng.normal(centre, 0.03), 0.0, 1.0))
 
 
@@ -45,99 +45,73 @@ def _write_images(root: Path, class_names, n_per_class: int, rng) -> list[tuple[
     return files
 
 
-def _prediction_rows(run, model, dataset, files, accuracy, class_names, rng) -> list[dict]:
+def _prediction_rows(key: dict, files, accuracy, class_names, rng) -> list[dict]:
+    """predictions.csv rows of one run on one test set, with exactly `accuracy` right."""
     rows = []
-    n_right = round(accuracy * len(files))
-    rights = rng.permutation(len(files)) < n_right  # exactly n_right right answers
+    rights = rng.permutation(len(files)) < round(accuracy * len(files))
     for (path, true), right in zip(files, rights, strict=True):
         predicted = true if right else rng.choice([c for c in class_names if c != true])
         probs = rng.dirichlet(np.ones(len(class_names)))
         top = class_names.index(predicted)
-        probs[top] = probs.max() + 1.0  # predicted class is the most probable
+        probs[top] = probs.max() + 1.0  # the predicted class is the most probable
         probs /= probs.sum()
-        row = {
-            "run": run,
-            "model": model,
-            "dataset": dataset,
-            "path": path,
-            "true": true,
-            "predicted": predicted,
-            "confidence": float(probs[top]),
-        }
+        row = key | {"path": path, "true": true, "predicted": predicted}
+        row |= {"confidence": float(probs[top])}
         rows.append(row | {f"p_{c}": float(p) for c, p in zip(class_names, probs, strict=True)})
     return rows
 
 
-def _epoch_rows(run, model, splits, n_epochs, *, memorise: bool, rng) -> list[dict]:
+def _epoch_rows(key: dict, splits, *, ceiling: float, rng) -> list[dict]:
+    """epochs.csv rows of one run: 4 epochs rising towards `ceiling` (train) or 0.9."""
     rows = []
-    for epoch in range(1, n_epochs + 1):
+    for epoch in range(1, 5):
         for split in splits:
-            ceiling = 1.0 if split == "train" and memorise else 0.9
-            accuracy = float(np.clip(ceiling - 0.4 * 0.25**epoch + rng.normal(0, 0.005), 0, 1))
-            rows.append(
-                {
-                    "run": run,
-                    "model": model,
-                    "epoch": epoch,
-                    "split": split,
-                    "loss": -math.log(max(accuracy, 0.05)),
-                    "accuracy": accuracy,
-                    "seconds": 0.1,
-                }
-            )
+            top = ceiling if split == "train" else min(ceiling, 0.9)
+            accuracy = float(np.clip(top - 0.4 * 0.25**epoch + rng.normal(0, 0.005), 0, 1))
+            loss = -math.log(max(accuracy, 0.05))
+            rows.append(key | {"epoch": epoch, "split": split, "loss": loss, "accuracy": accuracy})
     return rows
 
 
-def make_run_folder(
-    root: Path,
-    *,
-    n_runs=3,
-    class_names=("A", "B"),
-    tests=("test",),
-    models=("badger",),
-    memorise=False,
-    counts=None,
-    seed=0,
-) -> Path:
-    """A results folder as cellclass.experiment writes it, with tiny test images on disk."""
-    rng = np.random.default_rng(seed)
-    class_names = list(class_names)
-    run_dir = root / "run"
-    run_dir.mkdir(parents=True)
-    _write_images(root / "data" / "train", class_names, 3, rng)
-    test_files = {name: _write_images(root / "data" / name, class_names, 4, rng) for name in tests}
+def _run_tables(test_files, class_names, *, n_runs, n_control, models, memorise, rng):
+    """runs, epochs and predictions rows; control runs reuse the real runs' numbers."""
     runs, epochs, predictions = [], [], []
+    jobs = [(run, 0) for run in range(n_runs)] + [(run, 1) for run in range(n_control)]
     for model in models:
-        for run in range(n_runs):
+        for run, control in jobs:
+            key = {"run": run, "model": model, "control": control}
+            chance = 1 / len(class_names) if control else None
             for dataset, files in test_files.items():
-                accuracy = _accuracy(rng, dataset, memorise=memorise)
+                accuracy = _accuracy(rng, dataset, memorise=memorise, chance=chance)
                 runs.append(
-                    {
-                        "run": run,
+                    key
+                    | {
                         "seed": run,
-                        "model": model,
                         "dataset": dataset,
                         "accuracy": accuracy,
                         "loss": 0.3,
                         "ece": 0.05,
                         "n_images": len(files),
-                        "seconds": 1.0,
-                        "control": 0,
                     }
                 )
                 predictions += _prediction_rows(
-                    run, model, dataset, files, accuracy, class_names, rng
+                    key | {"dataset": dataset}, files, accuracy, class_names, rng
                 )
-            epochs += _epoch_rows(
-                run, model, ["train", "val", *tests], 4, memorise=memorise, rng=rng
-            )
-    results.write_table(run_dir / "runs.csv", results.RUNS_COLUMNS, runs)
-    results.write_table(run_dir / "epochs.csv", results.EPOCHS_COLUMNS, epochs)
-    results.write_table(
-        run_dir / "predictions.csv", results.prediction_columns(tuple(class_names)), predictions
-    )
+            ceiling = 0.5 if control else (1.0 if memorise else 0.9)
+            epochs += _epoch_rows(key, ["train", "val", *test_files], ceiling=ceiling, rng=rng)
+    return runs, epochs, predictions
+
+
+def _config(root: Path, class_names, test_files, counts) -> dict:
     counts = counts or {name: 20 for name in class_names}
-    tests_info = {
+    train = {
+        "path": str(root / "data" / "train"),
+        "n_images": sum(counts.values()),
+        "class_counts": counts,
+        "n_ignored": 1,
+        "n_non_images": 0,
+    }
+    tests = {
         name: {
             "path": str(root / "data" / name),
             "n_images": len(files),
@@ -145,29 +119,52 @@ def make_run_folder(
         }
         for name, files in test_files.items()
     }
-    config = {
+    prep = {"image_size": 32, "channels": None, "page": 0, "normalization": {"mode": "image"}}
+    return {
         "cellclass_version": "0.1.0",
         "created": "2025-01-01T00:00:00+00:00",
-        "settings": {"runs": n_runs, "seed": 0, "train": {"model": models[0], "epochs": 4}},
-        "class_names": class_names,
-        "train": {
-            "path": str(root / "data" / "train"),
-            "n_images": sum(counts.values()),
-            "class_counts": counts,
-            "n_ignored": 1,
-            "n_non_images": 0,
-        },
-        "tests": tests_info,
-        "preprocessing": {
-            "image_size": 32,
-            "channels": None,
-            "page": 0,
-            "normalization": {"mode": "image"},
-        },
-        "versions": {"python": "3.11", "numpy": np.__version__},
+        "settings": {"runs": 3, "train": {"model": "badger", "epochs": 4}},
+        "class_names": list(class_names),
+        "train": train,
+        "tests": tests,
+        "preprocessing": prep,
+        "versions": {"numpy": np.__version__},
         "machine": {"platform": "test"},
     }
-    results.write_json(run_dir / "config.json", config)
+
+
+def make_run_folder(
+    root: Path,
+    *,
+    n_runs=3,
+    n_control=0,
+    class_names=("A", "B"),
+    tests=("test",),
+    models=("badger",),
+    memorise=False,
+    counts=None,
+) -> Path:
+    """A results folder as cellclass.experiment writes it, with tiny images on disk."""
+    rng = np.random.default_rng(0)
+    class_names = list(class_names)
+    run_dir = root / "run"
+    run_dir.mkdir(parents=True)
+    _write_images(root / "data" / "train", class_names, 3, rng)
+    test_files = {name: _write_images(root / "data" / name, class_names, 4, rng) for name in tests}
+    runs, epochs, predictions = _run_tables(
+        test_files,
+        class_names,
+        n_runs=n_runs,
+        n_control=n_control,
+        models=models,
+        memorise=memorise,
+        rng=rng,
+    )
+    results.write_table(run_dir / "runs.csv", results.RUNS_COLUMNS, runs)
+    results.write_table(run_dir / "epochs.csv", results.EPOCHS_COLUMNS, epochs)
+    columns = results.prediction_columns(tuple(class_names))
+    results.write_table(run_dir / "predictions.csv", columns, predictions)
+    results.write_json(run_dir / "config.json", _config(root, class_names, test_files, counts))
     return run_dir
 
 
@@ -203,20 +200,20 @@ def _data_uris(html: str) -> list[str]:
 
 # ---------------------------------------------------------------- summary and warnings
 def test_summary_rows_mean_sd_interval():
-    runs = [{"model": "m", "dataset": "t", "accuracy": a} for a in (0.8, 0.9, 1.0)]
+    runs = [{"model": "m", "dataset": "t", "accuracy": a} for a in (0.8, 0.85, 0.9)]
     (row,) = report.summary_rows(runs)
     assert (row["n"], row["control"]) == (3, 0)
-    assert row["mean"] == pytest.approx(0.9)
-    assert row["sd"] == pytest.approx(0.1)
-    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, df=2) x standard error
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.9 - half, 0.9 + half))
-    assert (row["min"], row["max"]) == pytest.approx((0.8, 1.0))
+    assert row["mean"] == pytest.approx(0.85)
+    assert row["sd"] == pytest.approx(0.05)
+    half = 4.302652729911275 * 0.05 / math.sqrt(3)  # t(0.975, df=2) x standard error
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((0.85 - half, 0.85 + half))
+    assert (row["min"], row["max"]) == pytest.approx((0.8, 0.9))
 
 
 def test_summary_interval_stays_within_zero_and_one():
-    runs = [{"model": "m", "dataset": "t", "accuracy": a} for a in (0.0, 0.5, 0.5)]
+    runs = [{"model": "m", "dataset": "t", "accuracy": a} for a in (0.1, 0.2, 0.3)]
     (row,) = report.summary_rows(runs)
-    assert row["ci_low"] == 0.0 and 0.5 < row["ci_high"] < 1.0
+    assert row["ci_low"] == 0.0 and row["ci_high"] == pytest.approx(0.2 + 0.2484, abs=1e-3)
     (single,) = report.summary_rows(runs[:1])
     assert math.isnan(single["ci_low"]) and math.isnan(single["ci_high"])
 
@@ -341,7 +338,10 @@ def test_report_for_one_run_without_test_sets(tmp_path, fake_loader):
 
 
 def test_report_shows_warnings_and_survives_missing_images(tmp_path, monkeypatch):
-    run_dir = make_run_folder(tmp_path, n_runs=2, tests=("easy", "hard"), memorise=True)
+    # control runs reuse run numbers 0 and 1: they must not dilute the memorisation check
+    run_dir = make_run_folder(
+        tmp_path, n_runs=2, n_control=2, tests=("easy", "hard"), memorise=True
+    )
 
     def gone(paths, prep, cache_dir):
         raise FileNotFoundError(f"{paths[0]} does not exist")
@@ -351,6 +351,8 @@ def test_report_shows_warnings_and_survives_missing_images(tmp_path, monkeypatch
     assert html.index("Memorisation") < html.index("Summary: test accuracy")
     assert "Prediction panels of hard left out" in html
     assert "Preview of the training images left out" in html
+    assert "2 runs + 2 label-shuffled control runs" in html
+    assert "beat chance" not in html and "(label-shuffled control)" in html
     assert len(_data_uris(html)) == 3 + 2 * 2  # no panels; confusion and calibration remain
 
 

@@ -93,7 +93,7 @@ def find_warnings(runs: list[dict], epochs: list[dict], config: dict) -> list[Re
     chance = 1.0 / max(1, len(config.get("class_names", [])))
     found = (
         _leakage_warnings(config)
-        + _memorisation_warnings(summary, runs, epochs)
+        + _memorisation_warnings(summary, epochs)
         + _chance_warnings(summary, runs, chance)
         + _spread_warnings(summary)
         + _imbalance_warnings(config)
@@ -101,13 +101,12 @@ def find_warnings(runs: list[dict], epochs: list[dict], config: dict) -> list[Re
     return sorted(found, key=lambda warning: warning.level != "danger")
 
 
-def _final_train_accuracy(runs: list[dict], epochs: list[dict]) -> dict[str, float]:
+def _final_train_accuracy(epochs: list[dict]) -> dict[str, float]:
     """Mean over (non-control) runs of each model's train accuracy at its last epoch."""
-    controls = {(r["run"], r["model"]) for r in runs if r.get("control")}
     last: dict[tuple[str, int], tuple[int, float]] = {}
     for row in epochs:
         key = (row["model"], row["run"])
-        if row["split"] != "train" or (row["run"], row["model"]) in controls:
+        if row["split"] != "train" or row.get("control"):
             continue
         if math.isfinite(row["accuracy"]) and row["epoch"] >= last.get(key, (-1, 0.0))[0]:
             last[key] = (row["epoch"], row["accuracy"])
@@ -117,8 +116,8 @@ def _final_train_accuracy(runs: list[dict], epochs: list[dict]) -> dict[str, flo
     return {model: float(np.mean(values)) for model, values in per_model.items()}
 
 
-def _memorisation_warnings(summary, runs, epochs) -> list[ReportWarning]:
-    train = _final_train_accuracy(runs, epochs)
+def _memorisation_warnings(summary, epochs) -> list[ReportWarning]:
+    train = _final_train_accuracy(epochs)
     found = []
     for row in (r for r in summary if not r["control"] and r["model"] in train):
         fit = train[row["model"]]

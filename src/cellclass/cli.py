@@ -141,22 +141,36 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
     model = parser.add_argument_group("model and training")
     model.add_argument(
-        "--recipe", dest="recipes", action="append", default=[], metavar="NAME",
+        "--recipe",
+        dest="recipes",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="training recipe: reference (the study, default) or strong; repeat to compare",
     )
     model.add_argument(
-        "--model", dest="models", action="append", default=[], metavar="NAME",
+        "--model",
+        dest="models",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="architecture trained with the reference recipe (see `cellclass models`); repeatable",
     )
     model.add_argument("--epochs", type=_positive(int), help="epochs per run (recipe default)")
     model.add_argument("--batch-size", type=_positive(int), help="batch size (recipe default)")
     model.add_argument("--learning-rate", type=_positive(float), help="peak learning rate")
     model.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="[RECIPE:]KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="[RECIPE:]KEY=VALUE",
         help="change a recipe field, e.g. --set strong:epochs=20 --set augment.dihedral=false",
     )
     model.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
         help="auto uses CUDA when present",
     )
 
@@ -309,6 +323,40 @@ def _add_inspect_parser(commands) -> None:
     )  # fmt: skip
 
 
+EXPORT_FORMATS = ("torchscript", "onnx", "bioimageio")  # cellclass.export.FORMATS
+
+
+def _add_export_parser(commands) -> None:
+    export = commands.add_parser(
+        "export", help="write one run as TorchScript, ONNX or a bioimage.io model package"
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="results folder of `cellclass train`")
+    what = export.add_argument_group("what to export")
+    what.add_argument("--run", type=int, required=True, metavar="N", help="run number (run-NN.pt)")
+    what.add_argument(
+        "--format", dest="fmt", required=True, choices=EXPORT_FORMATS,
+        help="torchscript | onnx (needs cellclass[export]) | bioimageio (zip with both)",
+    )  # fmt: skip
+    what.add_argument("--model", default=None, help="model label, when RUN_DIR trained several")
+    what.add_argument(
+        "--out", default=None, metavar="PATH",
+        help="file to write (bioimageio: .zip, else a folder); never overwritten "
+        "(default RUN_DIR/export/run-NN-<model>.<format>)",
+    )  # fmt: skip
+    package = export.add_argument_group("bioimage.io package")
+    package.add_argument("--name", default="", help="default 'cellclass <model> run NN'")
+    package.add_argument("--description", default="", help="default: classes and image size")
+    package.add_argument(
+        "--author", dest="authors", action="append", default=[], metavar="NAME",
+        help="who trained the model (repeatable)",
+    )  # fmt: skip
+    package.add_argument("--license", default="CC-BY-4.0", metavar="SPDX", help="of the weights")
+    package.add_argument(
+        "--sample-image", default=None, metavar="IMAGE",
+        help="raw image for the package's test tensors and cover (default: synthetic pixels)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellclass",
@@ -339,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-test", type=_positive(int), help="test images per class (default 40)")
     demo.add_argument("--epochs", type=_positive(int), help="epochs per run (default 9)")
     demo.add_argument("--seed", type=int, help="seed of the data and the runs (default 0)")
+    demo.add_argument("--image-size", type=_positive(int), help="model input size (default 128)")
 
     train = commands.add_parser(
         "train", help="train the model many times and evaluate on test folders"
@@ -367,6 +416,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--skip-bad-images", action="store_true")
     predict.add_argument("--cache-dir", default=None)
 
+    report = commands.add_parser("report", help="(re)write report.html of a results folder")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+
+    preview = commands.add_parser(
+        "preview", help="5x5 grid of labelled images, as the model sees them"
+    )
+    preview.add_argument("folder", metavar="DIR", help="one subfolder per class")
+    preview.add_argument(
+        "-o", "--output", default="preview.png", help="PNG to write (never overwritten)"
+    )
+    preview.add_argument(
+        "--n", type=_positive(int), default=25, help="images in the grid (default 25)"
+    )
+    preview.add_argument("--seed", type=int, default=0, help="which images are picked")
+    _add_data_options(preview)
+
     models = commands.add_parser("models", help="list architectures, or summarise one")
     models.add_argument("name", nargs="?", help="architecture to describe")
     models.add_argument("--summary", action="store_true", help="Keras-style layer table")
@@ -379,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_parser(commands)
     _add_prepare_parser(commands)
     _add_inspect_parser(commands)
+    _add_export_parser(commands)
     return parser
 
 
@@ -403,7 +469,7 @@ class ProgressObserver:
         self.run_label = name
         self.started = time.perf_counter()
         if not self.quiet:
-            self.bar = tqdm(total=None, desc=self.run_label, unit="img", leave=False)
+            self.bar = tqdm(total=n_images, desc=self.run_label, unit="img", leave=False)
 
     def batch(self, n_images: int) -> None:
         if self.bar is not None:
@@ -447,8 +513,11 @@ def _experiment_settings(args):
     from cellclass.experiment import ExperimentSettings
     from cellclass.recipes import resolve_recipes
 
-    shortcuts = {"epochs": args.epochs, "batch_size": args.batch_size,
-                 "learning_rate": args.learning_rate}
+    shortcuts = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+    }
     overrides = [f"{key}={value}" for key, value in shortcuts.items() if value is not None]
     return ExperimentSettings(
         train_dir=args.train_dir,
@@ -474,14 +543,34 @@ def _experiment_settings(args):
 
 def _run_and_report(settings, *, resume: bool, quiet: bool) -> Path:
     from cellclass.experiment import run_experiment
+    from cellclass.report import write_report
     from cellclass.summary import summary_table
 
     out = run_experiment(settings, resume=resume, observer=ProgressObserver(quiet))
     _print_summary(summary_table(out))
+    _print_comparisons(out)
+    report = write_report(out)
     print(f"\nresults: {out}")
-    for name in ("config.json", "runs.csv", "epochs.csv", "predictions.csv", "models"):
+    for name in ("config.json", "runs.csv", "epochs.csv", "predictions.csv", "models", "figures"):
         print(f"  {out / name}")
+    print(f"report: {report}")
     return out
+
+
+def _print_comparisons(run_dir) -> None:
+    from cellclass.summary import model_comparisons
+
+    for row in model_comparisons(run_dir):
+        line = (
+            f"{row['first']} vs {row['second']} on {row['dataset']}: mean accuracy difference "
+            f"{row['runs_difference']:+.1%} over runs (Welch p = {row['runs_p_value']:.3g})"
+        )
+        if "mcnemar_p" in row:
+            line += (
+                f"; ensembles {row['ensemble_difference']:+.1%} "
+                f"(McNemar p = {row['mcnemar_p']:.3g})"
+            )
+        print(line)
 
 
 def cmd_train(args) -> int:
@@ -492,9 +581,10 @@ def cmd_train(args) -> int:
 def cmd_demo(args) -> int:
     from cellclass.demo import REDUCTION_NOTE, DemoSettings, prepare_demo
 
-    given = {key: getattr(args, key) for key in ("n_train", "n_test", "runs", "epochs", "seed")}
+    keys = ("n_train", "n_test", "runs", "epochs", "seed", "image_size")
+    given = {key: getattr(args, key) for key in keys}
     demo = DemoSettings(**{key: value for key, value in given.items() if value is not None})
-    print(REDUCTION_NOTE.format(runs=demo.runs, n_train=demo.n_train))
+    print(REDUCTION_NOTE.format(runs=demo.runs, n_train=demo.n_train, image_size=demo.image_size))
     started = time.perf_counter()
     data, settings = prepare_demo(args.out, demo)
     print(
@@ -521,6 +611,37 @@ def cmd_evaluate(args) -> int:
             observer=ProgressObserver(args.quiet),
         )
     _print_summary(summary_table(args.run_dir))
+    from cellclass.report import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from cellclass.report import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from cellclass.experiment import ExperimentSettings
+    from cellclass.report import preview_folder
+
+    target = Path(args.output)
+    if target.exists():
+        raise FileExistsError(f"-o {target}: file exists; choose another name")
+    settings = ExperimentSettings(
+        train_dir=args.folder,
+        out="",
+        image_size=args.image_size,
+        channels=args.channels,
+        page=args.page,
+        normalize=args.normalize,
+        skip_bad_images=args.skip_bad_images,
+        cache_dir=args.cache_dir,
+    )
+    print(f"preview: {preview_folder(settings, target, n_images=args.n, seed=args.seed)}")
     return 0
 
 
@@ -677,6 +798,21 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from cellclass.export import TOLERANCE, PackageSettings, export_run
+
+    package = PackageSettings(
+        name=args.name, description=args.description, authors=tuple(args.authors),
+        license=args.license, sample_image=args.sample_image,
+    )  # fmt: skip
+    path = export_run(
+        args.run_dir, run=args.run, fmt=args.fmt, out=args.out, model=args.model, package=package
+    )
+    print(f"run {args.run} exported as {args.fmt}: {path}")
+    print(f"checked: loaded back, outputs within {TOLERANCE} of the PyTorch model")
+    return 0
+
+
 COMMANDS = {
     "demo": cmd_demo,
     "train": cmd_train,
@@ -687,6 +823,9 @@ COMMANDS = {
     "compare": cmd_compare,
     "prepare": cmd_prepare,
     "inspect": cmd_inspect,
+    "export": cmd_export,
+    "report": cmd_report,
+    "preview": cmd_preview,
 }
 
 

@@ -270,7 +270,7 @@ def _one_run(out, job: Job, settings, data, observer) -> None:
     kind, total = ("control", settings.control_runs) if job.control else ("run", settings.runs)
     several = len(settings.recipes) > 1 and not job.control
     name = f"{kind} {job.run + 1}/{total}" + (f" {job.recipe.label}" if several else "")
-    observer.run_started(name, len(train_rows))
+    observer.run_started(name, len(train_rows) * job.recipe.epochs)
     result = train_run(
         Split("train", train.store, train_rows, fit_labels),
         splits,

@@ -24,14 +24,15 @@ from cellclass.metrics import per_class_scores as _scores_from_labels
 RIGHT_COLOUR = "#1a7f37"  # tile title of a correct prediction (green)
 WRONG_COLOUR = "#cf222e"  # tile title of a wrong prediction (red)
 CHANCE_COLOUR = "#555555"  # dashed chance line and calibration diagonal
-EXPERT_COLOUR = "#e66100"  # the human expert's accuracy (orange, distinct from tab10 blue)
+CONTROL_COLOUR = colormaps["tab10"].colors[7]  # grey: label-shuffled control runs
+EXPERT_COLOUR = "black"  # the human expert's accuracy, drawn dash-dotted: no model colour
 MAX_ANNOTATED_CLASSES = 20  # confusion cells get numbers up to this many classes
 DPI = 110  # dots per inch of every PNG: sharp in a browser, small enough to embed
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """A figure drawn by the Agg canvas, with constrained layout (no global state)."""
-    figure = Figure(figsize=(width, height), layout="constrained")
+def new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:
+    """A figure (inches) drawn by the Agg canvas, by default with constrained layout."""
+    figure = Figure(figsize=(width, height), layout="constrained" if constrained else None)
     FigureCanvasAgg(figure)
     return figure
 
@@ -53,18 +54,39 @@ def save_png(figure: Figure, out_path: str | os.PathLike) -> Path:
 
 
 def tile_figure(images: np.ndarray, labels: list[tuple[str, str]], n_cols: int) -> Figure:
-    """A figure of image tiles, sized so every tile is about 1.9 inches wide."""
+    """A figure of 1.8-inch image tiles with room for each tile's title and a figure title.
+
+    The margins are computed here rather than by constrained layout, which is slow with
+    dozens of axes and gains nothing on a regular grid.
+    """
     n_rows, n_cols = tile_shape(len(images), n_cols)
-    lines = max(text.count("\n") + 1 for text, _ in labels)
-    figure = new_figure(0.2 + 1.9 * n_cols, 0.4 + (1.8 + 0.17 * lines) * n_rows)
+    tile, label = 1.8, 0.08 + 0.16 * max(text.count("\n") + 1 for text, _ in labels)
+    width, height = 0.2 + (tile + 0.1) * n_cols, 0.45 + (tile + label) * n_rows
+    figure = new_figure(width, height, constrained=False)
+    figure.subplots_adjust(
+        left=0.1 / width,
+        right=1 - 0.1 / width,
+        bottom=0.1 / height,
+        top=1 - (0.35 + label) / height,
+        wspace=0.1 / tile,
+        hspace=label / tile,
+    )
     draw_tiles(figure, images, labels, n_cols)
     return figure
 
 
+def short_name(name, max_chars: int = 22) -> str:
+    """`name` cut to `max_chars` characters (ending in "…") so a tile title fits its tile."""
+    text = str(name)
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+
 def model_colours(models: Sequence[str]) -> dict[str, tuple]:
-    """One tab10 colour per model, in the given order (cycles after ten)."""
-    palette = colormaps["tab10"].colors
-    return {model: palette[index % len(palette)] for index, model in enumerate(models)}
+    """One tab10 colour per model, in the given order; "<model> (control)" entries are grey."""
+    palette = [colour for colour in colormaps["tab10"].colors if colour != CONTROL_COLOUR]
+    real = [model for model in models if not model.endswith(" (control)")]
+    colours = {model: palette[index % len(palette)] for index, model in enumerate(real)}
+    return {model: colours.get(model, CONTROL_COLOUR) for model in models}
 
 
 def tile_shape(n_images: int, n_cols: int) -> tuple[int, int]:
@@ -132,7 +154,8 @@ def draw_box_group(axes, x: float, width: float, values, colour, rng) -> None:
         capprops=style,
     )
     jitter = rng.uniform(-width * 0.25, width * 0.25, size=len(values))
-    axes.scatter(x + jitter, values, s=16, color=colour, alpha=0.8, zorder=3, linewidths=0)
+    points = {"s": 16, "color": colour, "alpha": 0.8, "zorder": 3, "linewidths": 0}
+    axes.scatter(x + jitter, values, clip_on=False, **points)  # runs at 0 % stay visible
 
 
 def draw_reference_lines(axes, datasets: list[str], chance: float, expert: dict) -> None:
@@ -142,9 +165,9 @@ def draw_reference_lines(axes, datasets: list[str], chance: float, expert: dict)
     for dataset, value in expert.items():
         if dataset in datasets:
             centre = datasets.index(dataset)
-            axes.hlines(
-                value, centre - 0.45, centre + 0.45, color=EXPERT_COLOUR, linewidth=2.5, label=label
-            )
+            span = [centre - 0.45, centre + 0.45]
+            style = {"color": EXPERT_COLOUR, "linestyle": "-.", "linewidth": 2.5}
+            axes.plot(span, [value, value], label=label, **style)
             label = None  # one legend entry for all test sets
 
 

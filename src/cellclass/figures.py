@@ -36,6 +36,7 @@ from cellclass.figure_parts import (
     per_class_scores,
     run_label,
     save_png,
+    short_name,
     tile_figure,
 )
 
@@ -80,7 +81,7 @@ def preview_grid(
     """
     if len(images) != len(labels):
         raise ValueError(f"got {len(images)} images but {len(labels)} labels")
-    figure = tile_figure(images, [(str(name), "black") for name in labels], n_cols)
+    figure = tile_figure(images, [(short_name(name), "black") for name in labels], n_cols)
     if title:
         figure.suptitle(title)
     return save_png(figure, out_path)
@@ -110,7 +111,7 @@ def prediction_labels(
         )
     labels = []
     for true, pred, confidence in zip(true_names, pred_names, confidences, strict=True):
-        text = f"pred {pred} {100 * float(confidence):.0f} %\ntrue {true}"
+        text = f"pred {short_name(pred)} {100 * float(confidence):.0f} %\ntrue {short_name(true)}"
         labels.append((text, RIGHT_COLOUR if true == pred else WRONG_COLOUR))
     return labels
 
@@ -192,7 +193,7 @@ def accuracy_boxplot(
     datasets = list(dict.fromkeys(dataset for _, dataset in groups))
     models = list(dict.fromkeys(model for model, _ in groups))
     colours = model_colours(models)
-    figure = new_figure(max(4.5, 1.2 + 1.4 * len(datasets) * max(1, len(models) / 2)), 4.2)
+    figure = new_figure(max(5.5, 2.6 + 1.4 * len(datasets) * max(1, len(models) / 2)), 4.2)
     axes = figure.add_subplot()
     width = 0.8 / len(models)
     for (model, dataset), values in groups.items():
@@ -207,9 +208,12 @@ def accuracy_boxplot(
     axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     axes.set_ylabel("test accuracy")
     axes.grid(axis="y", alpha=0.3)
-    for model in models if len(models) > 1 else []:
-        axes.plot([], [], "s", color=colours[model], label=model)
-    axes.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    kinds = {
+        "label-shuffled control" if m.endswith(" (control)") else m: colours[m] for m in models
+    }
+    for label, colour in kinds.items() if len(kinds) > 1 else ():
+        axes.plot([], [], "s", color=colour, label=label)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     axes.set_title(f"Test accuracy per run ({run_label(groups)})")
     return save_png(figure, out_path)
 

@@ -20,7 +20,7 @@ class Observer:
         return None
 
     def run_started(self, name: str, n_images: int) -> None:
-        """A run starts (``name`` like "run 2/12"); it trains on ``n_images`` images per epoch."""
+        """A run starts (``name`` like "run 2/12"); it will train on ``n_images`` images in all."""
 
     def batch(self, n_images: int) -> None:
         """A training batch of ``n_images`` finished."""

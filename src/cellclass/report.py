@@ -186,27 +186,26 @@ def _figure(path: Path, title: str, caption: str) -> dict:
     }
 
 
-def _controls(data: Results) -> set[tuple[int, str]]:
-    """(run, model) of the label-shuffled control runs, kept out of the main figures."""
-    return {(row["run"], row["model"]) for row in data.runs if row.get("control")}
-
-
 def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> list[dict]:
     """Accuracy box plot (when there are test sets) and training curves (when there are epochs)."""
     entries = []
     chance = 1.0 / max(1, len(data.config["class_names"]))
     expert = data.config.get("expert") or {}
-    runs = [row for row in data.runs if not row.get("control") and math.isfinite(row["accuracy"])]
-    if runs:
+    if any(math.isfinite(row["accuracy"]) for row in data.runs if not row["control"]):
         path = figures.accuracy_boxplot(
-            runs, out / "accuracy.png", chance=chance, expert=expert, rng=rng
+            data.runs,
+            out / "accuracy.png",
+            chance=chance,
+            expert=expert,
+            rng=rng,
+            include_control=True,
         )
-        caption = "One point per run; dashed line: chance" + (
-            "; orange: expert." if expert else "."
-        )
+        parts = ["one point per run", "dashed line: chance"]
+        parts += ["grey: label-shuffled control runs"] if _count_runs(data, control=1) else []
+        parts += ["dash-dotted line: expert"] if expert else []
+        caption = "; ".join(parts).capitalize() + "."
         entries.append(_figure(path, "Test accuracy over runs", caption))
-    controls = _controls(data)
-    epochs = [row for row in data.epochs if (row["run"], row["model"]) not in controls]
+    epochs = [row for row in data.epochs if not row["control"]]  # control runs: chance only
     for metric in ("accuracy", "loss"):
         if any(math.isfinite(row.get(metric, math.nan)) for row in epochs):
             name = f"curves-{metric}.png"
@@ -306,8 +305,7 @@ def _test_sections(data: Results, out: Path, rng: np.random.Generator, notes: li
     Panels that cannot be drawn because the test images are gone are left out with a note
     appended to `notes`; the pooled figures need only the CSV and are always drawn.
     """
-    controls = _controls(data)
-    rows = [r for r in data.predictions if (r["run"], r["model"]) not in controls]
+    rows = [row for row in data.predictions if not row["control"]]
     keys = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
     several_models = len({model for model, _ in keys}) > 1
     sections = []
@@ -374,6 +372,12 @@ def _render(context: dict) -> str:
     return environment.get_template("report.html.j2").render(context)
 
 
+def _count_runs(data: Results, *, control: int) -> int:
+    """Number of distinct (model, run) trainings of one kind in runs.csv and epochs.csv."""
+    rows = data.runs + data.epochs
+    return len({(r["model"], r["run"]) for r in rows if int(r["control"]) == control})
+
+
 def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     """Draw every figure into ``run_dir/figures/`` and write ``run_dir/report.html``.
 
@@ -409,8 +413,29 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         "settings": _flatten(data.config.get("settings", {})),
         "versions": _flatten(data.config.get("versions", {})),
         "machine": _flatten(data.config.get("machine", {})),
-        "n_runs": len({(r["run"], r["model"]) for r in data.runs + data.epochs}),
+        "n_runs": _count_runs(data, control=0),
+        "n_control_runs": _count_runs(data, control=1),
     }
     path = run_dir / "report.html"
     results.atomic_write_text(path, _render(context))
     return path
+
+
+def preview_folder(settings, out_path: str | os.PathLike, *, n_images: int = 25, seed: int = 0):
+    """The 5x5 preview of a class-folder tree, loaded and normalised as training would.
+
+    settings : `cellclass.experiment.ExperimentSettings` whose ``train_dir`` is the folder and
+        whose data options (image size, channels, normalisation, cache) are used.
+    """
+    from cellclass.experiment import prepare_data
+    from cellclass.progress import Observer
+
+    train, _, prep = prepare_data(settings, Observer())
+    return write_preview(
+        train.index,
+        prep,
+        out_path,
+        n_images=n_images,
+        rng=np.random.default_rng(seed),
+        cache_dir=settings.cache_dir,
+    )

@@ -67,6 +67,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -101,15 +102,38 @@ def write_table(path: Path, columns: list[str], rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+NUMERIC_COLUMNS = frozenset(
+    {
+        "run",
+        "seed",
+        "epoch",
+        "accuracy",
+        "loss",
+        "ece",
+        "n_images",
+        "seconds",
+        "control",
+        "confidence",
+        "agreement",
+        "n_runs",
+    }
+)  # other columns (class names, paths, model labels) stay text, so a class "01" stays "01"
+
+
 def read_table(path: Path) -> list[dict]:
-    """Rows of a CSV as dicts; numbers converted to int/float where the text is numeric."""
+    """Rows of a CSV as dicts; numeric columns (and ``p_<class>``) converted to int/float."""
     path = Path(path)
     if not path.is_file():
         return []
     with open(path, newline="") as handle:
         return [
-            {key: _parse(value) for key, value in row.items()} for row in csv.DictReader(handle)
+            {key: _parse(value) if _is_numeric(key) else value for key, value in row.items()}
+            for row in csv.DictReader(handle)
         ]
+
+
+def _is_numeric(column: str) -> bool:
+    return column in NUMERIC_COLUMNS or column.startswith("p_")
 
 
 def _parse(text: str):
