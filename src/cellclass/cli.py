@@ -173,6 +173,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto uses CUDA when present",
     )
+    model.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: fp32 on CPU (validated), bf16 autocast on capable GPUs",
+    )
 
 
 def _subparser_class(common: argparse.ArgumentParser):
@@ -537,6 +543,7 @@ def _experiment_settings(args):
         page=args.page,
         normalize=args.normalize,
         device=args.device,
+        precision=args.precision,
         cache_dir=args.cache_dir,
     )
 

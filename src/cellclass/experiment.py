@@ -24,7 +24,7 @@ from cellclass.images import NORMALIZATION_MODES, Normalization, fit_normalizati
 from cellclass.metrics import expected_calibration_error, softmax
 from cellclass.progress import Observer
 from cellclass.recipes import REFERENCE, Recipe
-from cellclass.train import RunResult, Split, resolve_device, train_run
+from cellclass.train import RunResult, Split, autocast_dtype, resolve_device, train_run
 
 CONTROL_SEED_OFFSET = 10_000  # control run j is seeded with seed + 10_000 + j
 RESUMABLE_CHANGES = ("out", "runs", "control_runs", "strict")  # others change the results
@@ -53,6 +53,7 @@ class ExperimentSettings:
     page: int = 0  # page of multi-page TIFFs
     normalize: str = "dataset"  # "dataset" (training percentiles), "image" or "bitdepth"
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    precision: str = "auto"  # "auto" (fp32 on CPU, bf16 on capable GPUs), "fp32" or "bf16"
     cache_dir: str | None = None  # decoded-pixel cache; None: the user cache folder
 
 
@@ -95,7 +96,7 @@ def check_settings(settings: ExperimentSettings) -> None:
     for failed, message in problems:
         if failed:
             raise ExperimentError(message)
-    resolve_device(settings.device)
+    autocast_dtype(settings.precision, resolve_device(settings.device))
 
 
 def prepare_data(

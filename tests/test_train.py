@@ -1,0 +1,86 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from cellclass.cache import PixelStore
+from cellclass.images import Normalization
+from cellclass.recipes import REFERENCE, STRONG
+from cellclass.train import Split, autocast_dtype, make_optimizer, train_run
+
+NORM = Normalization("dataset", low=(0.0,), high=(255.0,))
+
+
+def _splits(n=40, size=32, seed=0):
+    """Class 1 has a bright top-left quadrant: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    pixels = rng.integers(0, 80, (n, size, size, 1)).astype(np.uint8)
+    pixels[labels == 1, : size // 2, : size // 2] += 150
+    low = np.zeros((n, 1), np.float32)
+    store = PixelStore(pixels, low, low + 255, 8, tuple(f"{i}.png" for i in range(n)))
+    train = Split("train", store, np.arange(0, 30), labels[:30])
+    val = Split("val", store, np.arange(30, n), labels[30:])
+    return train, val
+
+
+def test_warmup_then_cosine_schedule():
+    model = torch.nn.Linear(2, 2)
+    recipe = replace(STRONG, epochs=10, warmup_epochs=2, learning_rate=1.0)
+    optimizer, scheduler = make_optimizer(model, recipe, steps=100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1 / 20)  # linear warm-up over 20 steps
+    assert rates[19] == pytest.approx(1.0)
+    assert rates[60] < rates[30] < rates[20]  # cosine decay
+    assert rates[-1] < 0.01
+
+
+def test_reference_keeps_a_constant_learning_rate():
+    optimizer, scheduler = make_optimizer(torch.nn.Linear(2, 2), REFERENCE, steps=10)
+    for _ in range(10):
+        assert optimizer.param_groups[0]["lr"] == 1e-3
+        optimizer.step()
+        scheduler.step()
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="--precision"):
+        autocast_dtype("fp8", cpu)
+
+
+def test_bf16_training_runs_and_learns():
+    train, val = _splits()
+    recipe = replace(REFERENCE, epochs=4, batch_size=10)
+    result = train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=0, precision="bf16")
+    assert all(np.isfinite(r.loss) for r in result.epochs)
+
+
+def test_best_checkpoint_keeps_the_best_validation_epoch():
+    train, val = _splits()
+    recipe = replace(STRONG, epochs=4, batch_size=10, warmup_epochs=1, tta=False)
+    result = train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=1)
+    val_acc = [r.accuracy for r in result.epochs if r.split == "val"]
+    assert result.epoch == int(np.argmax(val_acc)) + 1
+    assert result.final["val"].accuracy == pytest.approx(max(val_acc))
+
+
+def test_same_seed_same_weights_different_seed_different():
+    train, val = _splits()
+    recipe = replace(REFERENCE, epochs=1, batch_size=10)
+    a = train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=3)
+    b = train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=3)
+    c = train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=4)
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert not all(
+        torch.equal(p, q) for p, q in zip(a.model.parameters(), c.model.parameters(), strict=True)
+    )
