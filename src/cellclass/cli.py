@@ -179,6 +179,31 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: fp32 on CPU (validated), bf16 autocast on capable GPUs",
     )
+    where = parser.add_argument_group("where runs are computed (same numbers everywhere)")
+    where.add_argument(
+        "--executor",
+        choices=("local", "process", "ray"),
+        default="local",
+        help="local: one run after another; process: --jobs runs at once; ray: a Ray cluster",
+    )
+    where.add_argument(
+        "--jobs", type=_positive(int), default=1, help="processes for --executor process"
+    )
+    where.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="Ray cluster to join (default: start a local one)",
+    )
+    where.add_argument(
+        "--cpus-per-run", type=_positive(float), default=1.0, help="Ray CPUs per run"
+    )
+    where.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=0.0,
+        help="Ray GPU share per run, e.g. 0.25 packs four runs on a GPU",
+    )
 
 
 def _subparser_class(common: argparse.ArgumentParser):
@@ -363,6 +388,36 @@ def _add_export_parser(commands) -> None:
     )  # fmt: skip
 
 
+def _add_explain_parser(commands) -> None:
+    explain = commands.add_parser(
+        "explain",
+        help="attribution maps, calibration, adversarial and confound probes of a results folder",
+    )
+    explain.add_argument("run_dir", metavar="RUN_DIR", help="results folder of `cellclass train`")
+    explain.add_argument(
+        "paths", metavar="PATH", nargs="*",
+        help="images or folders to draw maps for (default: the test sets of RUN_DIR)",
+    )  # fmt: skip
+    what = explain.add_argument_group("what to explain")
+    what.add_argument(
+        "-o", "--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/explain)"
+    )
+    what.add_argument("--run", type=int, default=None, metavar="N", help="run whose maps are drawn")
+    what.add_argument("--model", default=None, help="model label, when RUN_DIR trained several")
+    what.add_argument(
+        "--test", dest="tests", action="append", default=[], metavar="NAME",
+        help="test set of RUN_DIR to explain (repeatable; default: all)",
+    )  # fmt: skip
+    what.add_argument(
+        "--images", type=_positive(int), default=None, metavar="N",
+        help="images per test set in the attribution panels (default 8)",
+    )  # fmt: skip
+    what.add_argument(
+        "--maps-only", action="store_true", help="only attribution maps: no calibration or probes"
+    )
+    what.add_argument("--seed", type=int, default=0, help="which images are drawn (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellclass",
@@ -451,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare_parser(commands)
     _add_inspect_parser(commands)
     _add_export_parser(commands)
+    _add_explain_parser(commands)
     return parser
 
 
@@ -544,6 +600,11 @@ def _experiment_settings(args):
         normalize=args.normalize,
         device=args.device,
         precision=args.precision,
+        executor=args.executor,
+        jobs=args.jobs,
+        ray_address=args.ray_address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
         cache_dir=args.cache_dir,
     )
 
@@ -820,6 +881,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from cellclass.explain_step import ExplainSettings, explain_run, explain_section
+
+    given = {"run": args.run, "model": args.model, "n_images": args.images}
+    settings = ExplainSettings(
+        **{key: value for key, value in given.items() if value is not None},
+        tests=tuple(args.tests), probes=not args.maps_only, seed=args.seed,
+    )  # fmt: skip
+    out = explain_run(args.run_dir, paths=args.paths, out_dir=args.out, settings=settings)
+    section = explain_section(args.run_dir, out_dir=out)
+    print("\n".join(section["notes"]))
+    print(f"\nexplain outputs ({len(section['figures'])} figures): {out}")
+    return 0
+
+
 COMMANDS = {
     "demo": cmd_demo,
     "train": cmd_train,
@@ -833,6 +909,7 @@ COMMANDS = {
     "export": cmd_export,
     "report": cmd_report,
     "preview": cmd_preview,
+    "explain": cmd_explain,
 }
 
 

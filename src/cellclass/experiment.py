@@ -19,6 +19,7 @@ import numpy as np
 from cellclass import results
 from cellclass.cache import Preprocessing, preprocessing_to_dict, sample_pixels
 from cellclass.datasets import Dataset, dataset_info, load_dataset
+from cellclass.executors import EXECUTORS, run_jobs
 from cellclass.folders import grouped_split
 from cellclass.images import NORMALIZATION_MODES, Normalization, fit_normalization
 from cellclass.metrics import expected_calibration_error, softmax
@@ -27,7 +28,17 @@ from cellclass.recipes import REFERENCE, Recipe
 from cellclass.train import RunResult, Split, autocast_dtype, resolve_device, train_run
 
 CONTROL_SEED_OFFSET = 10_000  # control run j is seeded with seed + 10_000 + j
-RESUMABLE_CHANGES = ("out", "runs", "control_runs", "strict")  # others change the results
+RESUMABLE_CHANGES = (  # where and how fast runs are computed; anything else changes results
+    "out",
+    "runs",
+    "control_runs",
+    "strict",
+    "executor",
+    "jobs",
+    "ray_address",
+    "cpus_per_run",
+    "gpus_per_run",
+)
 
 
 class ExperimentError(ValueError):
@@ -53,6 +64,11 @@ class ExperimentSettings:
     page: int = 0  # page of multi-page TIFFs
     normalize: str = "dataset"  # "dataset" (training percentiles), "image" or "bitdepth"
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    executor: str = "local"  # where runs are computed: "local", "process" or "ray"
+    jobs: int = 1  # runs trained at once by the process executor
+    ray_address: str | None = None  # Ray cluster to join ("auto", "ray://host:10001"); None: local
+    cpus_per_run: float = 1.0  # CPUs reserved per run on Ray
+    gpus_per_run: float = 0.0  # GPU share per run on Ray (0.25 packs four runs on one GPU)
     precision: str = "auto"  # "auto" (fp32 on CPU, bf16 on capable GPUs), "fp32" or "bf16"
     cache_dir: str | None = None  # decoded-pixel cache; None: the user cache folder
 
@@ -92,6 +108,11 @@ def check_settings(settings: ExperimentSettings) -> None:
             len({name for name, _ in settings.tests}) != len(settings.tests),
             "two --test sets share a name",
         ),
+        (
+            settings.executor not in EXECUTORS,
+            f"--executor {settings.executor!r}: choose one of {', '.join(EXECUTORS)}",
+        ),
+        (settings.jobs < 1, f"--jobs {settings.jobs}: use 1 or more"),
     ]
     for failed, message in problems:
         if failed:
@@ -246,9 +267,8 @@ def run_experiment(
     results.drop_unfinished(out, {(j.run, j.recipe.label, int(j.control)) for j in done})
     if done:
         observer.message(f"resuming: {len(done)} of {len(jobs)} runs already finished")
-    for job in jobs:
-        if job not in done:
-            _one_run(out, job, settings, (train, tests, prep), observer)
+    todo = [job for job in jobs if job not in done]
+    run_jobs(todo, settings, (train, tests, prep), out, observer)
     return out
 
 
@@ -259,7 +279,16 @@ def _checkpoint(out: Path, job: Job, settings: ExperimentSettings) -> Path:
     )
 
 
-def _one_run(out, job: Job, settings, data, observer) -> None:
+def job_name(job: Job, settings: ExperimentSettings) -> str:
+    """ "run 2/12", "control 1/4", or "run 2/12 strong" when several recipes are compared."""
+    kind, total = ("control", settings.control_runs) if job.control else ("run", settings.runs)
+    several = len(settings.recipes) > 1 and not job.control
+    return f"{kind} {job.run + 1}/{total}" + (f" {job.recipe.label}" if several else "")
+
+
+def train_job(job: Job, settings: ExperimentSettings, data, observer: Observer) -> RunResult:
+    """Train and evaluate one run on the loaded data; writes nothing (executors call this
+    wherever the run is computed, and the results folder is written by one process)."""
     train, tests, prep = data
     train_rows, val_rows = run_splits(train, settings, job.seed)
     fit_labels = train.labels[train_rows]
@@ -268,11 +297,8 @@ def _one_run(out, job: Job, settings, data, observer) -> None:
     splits = [Split(t.name, t.store, np.arange(len(t.labels)), t.labels) for t in tests]
     if len(val_rows):
         splits.insert(0, Split("val", train.store, val_rows, train.labels[val_rows]))
-    kind, total = ("control", settings.control_runs) if job.control else ("run", settings.runs)
-    several = len(settings.recipes) > 1 and not job.control
-    name = f"{kind} {job.run + 1}/{total}" + (f" {job.recipe.label}" if several else "")
-    observer.run_started(name, len(train_rows) * job.recipe.epochs)
-    result = train_run(
+    observer.run_started(job_name(job, settings), len(train_rows) * job.recipe.epochs)
+    return train_run(
         Split("train", train.store, train_rows, fit_labels),
         splits,
         job.recipe,
@@ -280,14 +306,14 @@ def _one_run(out, job: Job, settings, data, observer) -> None:
         n_classes=len(train.index.class_names),
         seed=job.seed,
         device=settings.device,
+        precision=settings.precision,
         on_batch=observer.batch,
         on_epoch=lambda records: observer.epoch_finished(job.run, records),
     )
-    rows = _write_run(out, job, settings, result, data)
-    observer.run_finished(job.run, rows)
 
 
-def _write_run(out, job: Job, settings, result: RunResult, data) -> list[dict]:
+def write_run(out: Path, job: Job, settings, result: RunResult, data) -> list[dict]:
+    """Append one finished run to the tables, then save its checkpoint (marks it done)."""
     train, tests, prep = data
     class_names = train.index.class_names
     key = {"run": job.run, "model": job.recipe.label}
