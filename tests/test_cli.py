@@ -176,11 +176,45 @@ def test_report_is_regenerated_and_preview_written(tmp_path, folders, capsys):
     assert main(["report", str(tmp_path / "run")]) == 0
     assert report.is_file()
     target = tmp_path / "grid.png"
-    argv = ["preview", str(train), "-o", str(target), "--image-size", "32",
-            "--cache-dir", str(tmp_path / "cache")]
+    argv = [
+        "preview",
+        str(train),
+        "-o",
+        str(target),
+        "--image-size",
+        "32",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert main(argv) == 0
     from PIL import Image
 
     assert Image.open(target).size[0] > 200
     assert main(argv) == 2  # never overwritten
     assert "exists" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_on_a_tiny_budget(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--n-train",
+        "6",
+        "--n-test",
+        "3",
+        "--runs",
+        "1",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "reduced protocol" in printed and "snap29" in printed and "snf7" in printed
+    assert (out / "results" / "report.html").is_file()
+    assert {p.name for p in (out / "data").iterdir()} >= {"train", "test-snap29", "test-snf7"}
+    assert main(argv) == 2  # never overwrites an earlier demo

@@ -449,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=_positive(int), help="epochs per run (default 9)")
     demo.add_argument("--seed", type=int, help="seed of the data and the runs (default 0)")
     demo.add_argument("--image-size", type=_positive(int), help="model input size (default 128)")
+    demo.add_argument(
+        "--recipe",
+        dest="recipes",
+        action="append",
+        metavar="NAME",
+        help="recipe to run (default: reference); repeat, e.g. --recipe reference --recipe strong",
+    )
 
     train = commands.add_parser(
         "train", help="train the model many times and evaluate on test folders"
@@ -651,6 +658,7 @@ def cmd_demo(args) -> int:
 
     keys = ("n_train", "n_test", "runs", "epochs", "seed", "image_size")
     given = {key: getattr(args, key) for key in keys}
+    given["recipes"] = tuple(args.recipes) if args.recipes else None
     demo = DemoSettings(**{key: value for key, value in given.items() if value is not None})
     print(REDUCTION_NOTE.format(runs=demo.runs, n_train=demo.n_train, image_size=demo.image_size))
     started = time.perf_counter()
