@@ -99,3 +99,33 @@ def test_split_is_a_function_of_the_seed_only(tmp_path):
         one = run_splits(data, settings, seed)
         other = run_splits(data, replace(settings, recipes=(STRONG,)), seed)
         assert all((a == b).all() for a, b in zip(one, other, strict=True))
+
+
+def test_feature_baseline_runs_on_the_same_splits_and_is_skipped_by_predict(tmp_path):
+    from cellclass.predict import predict_paths
+
+    train = make_class_tree(tmp_path / "train", {"Control": 12, "Treated": 12})
+    test = make_class_tree(tmp_path / "test", {"Control": 5, "Treated": 5}, seed=7)
+    settings = ExperimentSettings(
+        train_dir=str(train),
+        out=str(tmp_path / "out"),
+        tests=(("t", str(test)),),
+        runs=2,
+        image_size=32,
+        cache_dir=str(tmp_path / "cache"),
+        baselines=("features",),
+        recipes=(replace(REFERENCE, epochs=1, batch_size=8),),
+    )
+    out = run_experiment(settings)
+    runs = _rows(out / "runs.csv")
+    seeds = {m: sorted(r["seed"] for r in runs if r["model"] == m) for m in ("badger", "features")}
+    assert seeds["badger"] == seeds["features"] == ["0", "1"]
+    features = [r for r in runs if r["model"] == "features"]
+    # the classes differ only in *where* the bright quadrant is: position-invariant features
+    # cannot tell them apart, unlike the CNN -- exactly what the baseline is there to reveal
+    assert len(features) == 2 and all(0 <= float(r["accuracy"]) <= 1 for r in features)
+    assert {row["model"] for row in summary_table(out)} == {"badger", "features"}
+    rows = predict_paths(out, [test], cache_dir=str(tmp_path / "cache"))
+    assert all(r["n_runs"] == 2 for r in rows)  # the two CNN runs, not the baseline
+    run_experiment(settings, resume=True)  # nothing left to do; the baseline counts as finished
+    assert len(_rows(out / "runs.csv")) == len(runs)

@@ -160,6 +160,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--batch-size", type=_positive(int), help="batch size (recipe default)")
     model.add_argument("--learning-rate", type=_positive(float), help="peak learning rate")
     model.add_argument(
+        "--baseline",
+        dest="baselines",
+        action="append",
+        default=[],
+        choices=("features",),
+        help="also fit a classical baseline (intensity, spot and texture features + logistic "
+        "regression) on the same splits",
+    )
+    model.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -596,6 +605,7 @@ def _experiment_settings(args):
         seed=args.seed,
         recipes=resolve_recipes(args.recipes, args.models, overrides + args.overrides),
         control_runs=args.control_runs,
+        baselines=tuple(args.baselines),
         strict=args.strict,
         val_split=args.val_split,
         train_sample=args.train_sample,

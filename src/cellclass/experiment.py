@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cellclass import results
+from cellclass.baselines import BaselineSettings
 from cellclass.cache import Preprocessing, preprocessing_to_dict, sample_pixels
 from cellclass.datasets import Dataset, dataset_info, load_dataset
 from cellclass.executors import EXECUTORS, run_jobs
@@ -56,6 +57,7 @@ class ExperimentSettings:
     val_split: float = 0.2  # fraction of training images (whole source groups) held out per run
     train_sample: int | None = None  # study protocol: each run trains on a fresh draw of N images
     control_runs: int = 0  # extra runs on shuffled training labels: the chance distribution
+    baselines: tuple[str, ...] = ()  # classical baselines trained on the same splits ("features")
     group_by: str | None = None  # regex on file names giving the source field (without manifest)
     strict: bool = False  # refuse to train when test images duplicate training images (leakage)
     skip_bad_images: bool = False  # leave unreadable files out instead of stopping
@@ -77,13 +79,15 @@ class ExperimentSettings:
 class Job:
     run: int  # run number within its kind (real runs and control runs count separately)
     seed: int  # seeds the split, the training-sample draw, the weights and the batch order
-    recipe: Recipe  # what is trained
+    recipe: Recipe | BaselineSettings  # what is trained: a CNN recipe or a feature baseline
     control: bool = False  # trained on shuffled labels: what chance looks like on this data
 
 
 def experiment_jobs(settings: ExperimentSettings) -> list[Job]:
-    """Real runs (seed + k) for every recipe, then label-shuffled control runs (first recipe)."""
-    jobs = [Job(k, settings.seed + k, r) for k in range(settings.runs) for r in settings.recipes]
+    """Real runs (seed + k) for every recipe and baseline, then label-shuffled control runs
+    (first recipe)."""
+    trained = list(settings.recipes) + [BaselineSettings(name=b) for b in settings.baselines]
+    jobs = [Job(k, settings.seed + k, r) for k in range(settings.runs) for r in trained]
     offset = settings.seed + CONTROL_SEED_OFFSET
     first = settings.recipes[0]
     return jobs + [Job(j, offset + j, first, True) for j in range(settings.control_runs)]
@@ -91,8 +95,12 @@ def experiment_jobs(settings: ExperimentSettings) -> list[Job]:
 
 def check_settings(settings: ExperimentSettings) -> None:
     """Raise ExperimentError naming the first setting that cannot work."""
-    labels = [recipe.label for recipe in settings.recipes]
+    labels = [recipe.label for recipe in settings.recipes] + list(settings.baselines)
     problems = [
+        (
+            any(b != "features" for b in settings.baselines),
+            f"--baseline {', '.join(settings.baselines)}: the available baseline is 'features'",
+        ),
         (not settings.recipes, "at least one recipe or model is needed"),
         (len(set(labels)) != len(labels), f"two recipes share a name: {', '.join(labels)}"),
         (
@@ -268,12 +276,18 @@ def run_experiment(
     if done:
         observer.message(f"resuming: {len(done)} of {len(jobs)} runs already finished")
     todo = [job for job in jobs if job not in done]
-    run_jobs(todo, settings, (train, tests, prep), out, observer)
+    cnn = [job for job in todo if isinstance(job.recipe, Recipe)]
+    run_jobs(cnn, settings, (train, tests, prep), out, observer)
+    classical = [job for job in todo if not isinstance(job.recipe, Recipe)]
+    if classical:
+        from cellclass.baseline_runs import run_baseline_jobs
+
+        run_baseline_jobs(classical, settings, (train, tests, prep), out, observer)
     return out
 
 
 def _checkpoint(out: Path, job: Job, settings: ExperimentSettings) -> Path:
-    labels = tuple(recipe.label for recipe in settings.recipes)
+    labels = tuple(recipe.label for recipe in settings.recipes) + settings.baselines
     return results.checkpoint_path(
         out, job.run, job.recipe.label, models=labels, control=job.control
     )
@@ -342,7 +356,7 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data) -> list[di
     results.append_rows(out / "predictions.csv", results.prediction_columns(class_names), pred_rows)
     meta = {
         **key,
-        "architecture": job.recipe.model,
+        "architecture": getattr(job.recipe, "model", "features"),
         "seed": job.seed,
         "control": job.control,
         "epoch": result.epoch,

@@ -43,6 +43,8 @@ def load_runs(run_dir: str | Path, *, run: int | None = None) -> list[SavedRun]:
         checkpoint = results.load_checkpoint(path)
         if run is not None and checkpoint["run"] != run:
             continue
+        if checkpoint.get("architecture") == "features":
+            continue  # classical baseline: scored in the experiment, not used for prediction
         model = build_model(
             checkpoint.get("architecture", checkpoint["model"]),
             in_channels=checkpoint["in_channels"],

@@ -172,10 +172,14 @@ def checkpoint_path(
     return Path(run_dir) / "models" / f"{kind}-{run:02d}{suffix}.pt"
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict) -> None:
-    """Weights + everything needed to use them again (class map, preprocessing, model name)."""
+def save_checkpoint(path: Path, model: torch.nn.Module | dict, meta: dict) -> None:
+    """Weights + everything needed to use them again (class map, preprocessing, model name).
+
+    model : a network, or the arrays of a fitted classical baseline (a dict).
+    """
+    state = model if isinstance(model, dict) else model.state_dict()
     buffer = io.BytesIO()
-    torch.save({"state_dict": model.state_dict(), **meta}, buffer)
+    torch.save({"state_dict": state, **meta}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
