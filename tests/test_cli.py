@@ -218,3 +218,14 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert (out / "results" / "report.html").is_file()
     assert {p.name for p in (out / "data").iterdir()} >= {"train", "test-snap29", "test-snf7"}
     assert main(argv) == 2  # never overwrites an earlier demo
+
+
+def test_hidden_and_non_image_files_are_reported(tmp_path, folders, capsys):
+    train, test = folders
+    (train / ".DS_Store").write_bytes(b"\0")
+    (train / "Control" / "._Control_000.png").write_bytes(b"\0")
+    (train / "Control" / "notes.txt").write_text("x")
+    assert _train(tmp_path, train, test) == 0
+    err = capsys.readouterr().err
+    assert "train: 20 images (Control 10, Treated 10)" in err
+    assert "2 hidden/phantom entries ignored, 1 non-image files not loaded" in err

@@ -50,7 +50,22 @@ def load_dataset(
     rows = [position[path] for path in store.paths]
     for path, reason in store.bad:
         observer.message(f"skipped unreadable image {path}: {reason}")
-    return Dataset(name, index, store, index.labels[rows], [index.samples[i].group for i in rows])
+    data = Dataset(name, index, store, index.labels[rows], [index.samples[i].group for i in rows])
+    observer.message(describe(data))
+    return data
+
+
+def describe(data: Dataset) -> str:
+    """One line: images per class, and what was ignored or skipped (never silently)."""
+    counts = ", ".join(f"{name} {n}" for name, n in dataset_info(data)["class_counts"].items())
+    line = f"{data.name}: {len(data.labels)} images ({counts}) from {data.index.root}"
+    extras = [
+        (len(data.index.ignored), "hidden/phantom entries ignored"),
+        (len(data.index.non_images), "non-image files not loaded"),
+        (len(data.store.bad), "unreadable images skipped"),
+    ]
+    notes = [f"{n} {what}" for n, what in extras if n]
+    return line + ("; " + ", ".join(notes) if notes else "")
 
 
 def dataset_info(data: Dataset) -> dict:
