@@ -189,6 +189,17 @@ def test_write_comparison_marks_the_expert_in_config(scored):
     assert "paired images" in text and "McNemar exact" in text and "Knockdown/ghost.png" in text
 
 
+def test_report_gets_a_human_vs_network_section(scored):
+    from cellclass.report import write_report
+
+    run_dir, store, _ = scored
+    comparison = compare_human(run_dir, store.path, "heldout", seed=3)
+    write_comparison(run_dir, comparison)
+    html = write_report(run_dir).read_text()
+    assert "Human vs network, on the same images" in html
+    assert f"p = {comparison['mcnemar']['p_value']:.3g}" in html
+
+
 def test_compare_command(scored, capsys):
     run_dir, store, _ = scored
     argv = ["compare", str(run_dir), "--human", str(store.path), "--test", "heldout"]

@@ -34,6 +34,7 @@ from cellclass.cache import (
 from cellclass.checks import ReportWarning, find_warnings, summary_rows
 from cellclass.folders import FolderError, FolderIndex, scan_folder
 from cellclass.metrics import confusion_matrix, expected_calibration_error, reliability_bins
+from cellclass.summary import model_comparisons, summary_table
 
 __all__ = [
     "ReportWarning",
@@ -115,6 +116,8 @@ def _load_images(paths: list, prep: Preprocessing, cache_dir: str | None) -> np.
 
 def _loading(config: dict) -> tuple[Preprocessing, str | None]:
     """The fitted preprocessing and the pixel cache folder an experiment used."""
+    if "preprocessing" not in config:
+        raise OSError("config.json records no preprocessing, so images cannot be shown")
     prep = preprocessing_from_dict(config["preprocessing"])
     return prep, config.get("settings", {}).get("cache_dir")
 
@@ -378,6 +381,19 @@ def _count_runs(data: Results, *, control: int) -> int:
     return len({(r["model"], r["run"]) for r in rows if int(r["control"]) == control})
 
 
+def _ensembles(run_dir: Path) -> dict:
+    """(model, dataset) -> ensemble accuracy and the p-value against control runs."""
+    return {
+        (row["model"], row["dataset"]): row for row in summary_table(run_dir) if "ensemble" in row
+    }
+
+
+def _human_comparisons(run_dir: Path) -> list[dict]:
+    """Every ``compare-*.json`` written by `cellclass compare`, newest last."""
+    found = sorted(run_dir.glob("compare-*.json"), key=lambda p: p.stat().st_mtime)
+    return [results.read_json(path) for path in found]
+
+
 def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     """Draw every figure into ``run_dir/figures/`` and write ``run_dir/report.html``.
 
@@ -415,6 +431,9 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         "machine": _flatten(data.config.get("machine", {})),
         "n_runs": _count_runs(data, control=0),
         "n_control_runs": _count_runs(data, control=1),
+        "ensembles": _ensembles(run_dir),
+        "comparisons": model_comparisons(run_dir),
+        "human": _human_comparisons(run_dir),
     }
     path = run_dir / "report.html"
     results.atomic_write_text(path, _render(context))

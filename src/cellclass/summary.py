@@ -24,7 +24,7 @@ def summary_table(run_dir: str | Path) -> list[dict]:
     p-value of its mean accuracy against the control runs' accuracies, and the control runs
     get rows of their own with model ``<model> (shuffled labels)``.
     """
-    rows = results.read_table(Path(run_dir) / "runs.csv")
+    rows = [r for r in results.read_table(Path(run_dir) / "runs.csv") if _scored(r)]
     predictions = results.read_table(Path(run_dir) / "predictions.csv")
     table = []
     for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
@@ -70,7 +70,11 @@ def ensemble_correct(predictions: list[dict], model: str, dataset: str) -> np.nd
 def model_comparisons(run_dir: str | Path) -> list[dict]:
     """Every pair of models on every test set: Welch's t-test on the runs' accuracies and an
     exact McNemar test on the two ensembles' per-image answers."""
-    rows = [r for r in results.read_table(Path(run_dir) / "runs.csv") if not r.get("control")]
+    rows = [
+        r
+        for r in results.read_table(Path(run_dir) / "runs.csv")
+        if _scored(r) and not r.get("control")
+    ]
     predictions = results.read_table(Path(run_dir) / "predictions.csv")
     models = sorted({r["model"] for r in rows})
     out = []
@@ -94,3 +98,8 @@ def model_comparisons(run_dir: str | Path) -> list[dict]:
                 )
             out.append(entry)
     return out
+
+
+def _scored(row: dict) -> bool:
+    """A runs.csv row with a numeric accuracy (hand-edited or foreign rows are left out)."""
+    return isinstance(row.get("accuracy"), int | float)
