@@ -116,9 +116,10 @@ def test_bad_input_gives_one_line_error_and_exit_2(tmp_path, folders, capsys, se
     elif setup == "missing":
         train = tmp_path / "nope"
     assert _train(tmp_path, train, test) == 2
-    err = capsys.readouterr().err.strip()
-    assert expected in err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("cellclass: error:")]
+    assert len(errors) == 1 and expected in errors[0]
+    assert "Traceback" not in err
 
 
 def test_bad_flag_is_rejected(capsys):
@@ -158,7 +159,8 @@ def test_leakage_between_train_and_test_warns_or_refuses_with_strict(tmp_path, f
     Image.fromarray(np.rot90(source)).save(test / "Treated" / "copied.png")
     assert _train(tmp_path, train, test, "--strict") == 2
     err = capsys.readouterr().err
-    assert "leak" in err and "copied.png" in err and len(err.strip().splitlines()) == 1
+    errors = [line for line in err.splitlines() if line.startswith("cellclass: error:")]
+    assert len(errors) == 1 and "leak" in errors[0] and "copied.png" in errors[0]
     assert not (tmp_path / "run").exists()
     assert _train(tmp_path, train, test) == 0
     assert "warning: test images leak" in capsys.readouterr().err
@@ -229,3 +231,12 @@ def test_hidden_and_non_image_files_are_reported(tmp_path, folders, capsys):
     err = capsys.readouterr().err
     assert "train: 20 images (Control 10, Treated 10)" in err
     assert "2 hidden/phantom entries ignored, 1 non-image files not loaded" in err
+
+
+def test_train_with_explain_adds_the_section_to_the_report(tmp_path, folders):
+    train, test = folders
+    assert _train(tmp_path, train, test, "--explain") == 0
+    run = tmp_path / "run"
+    assert (run / "explain" / "explain.json").is_file()
+    html = (run / "report.html").read_text()
+    assert 'id="explain"' in html

@@ -135,6 +135,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue an interrupted experiment in --out"
     )
     group.add_argument(
+        "--explain",
+        action="store_true",
+        help="after training: attribution maps, calibration, adversarial and confound probes",
+    )
+    group.add_argument(
         "--strict",
         action="store_true",
         help="refuse to train when a test image duplicates a training image (else warn)",
@@ -463,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="recipes",
         action="append",
         metavar="NAME",
-        help="recipe to run (default: reference); repeat, e.g. --recipe reference --recipe strong",
+        help="recipe to run (default: reference and strong); repeat, e.g. --recipe reference",
     )
 
     train = commands.add_parser(
@@ -626,7 +631,7 @@ def _experiment_settings(args):
     )
 
 
-def _run_and_report(settings, *, resume: bool, quiet: bool) -> Path:
+def _run_and_report(settings, *, resume: bool, quiet: bool, explain: bool = False) -> Path:
     from cellclass.experiment import run_experiment
     from cellclass.report import write_report
     from cellclass.summary import summary_table
@@ -634,6 +639,10 @@ def _run_and_report(settings, *, resume: bool, quiet: bool) -> Path:
     out = run_experiment(settings, resume=resume, observer=ProgressObserver(quiet))
     _print_summary(summary_table(out))
     _print_comparisons(out)
+    if explain:
+        from cellclass.explain_step import explain_run
+
+        print(f"explanations: {explain_run(out)}")
     report = write_report(out)
     print(f"\nresults: {out}")
     for name in ("config.json", "runs.csv", "epochs.csv", "predictions.csv", "models", "figures"):
@@ -659,7 +668,9 @@ def _print_comparisons(run_dir) -> None:
 
 
 def cmd_train(args) -> int:
-    _run_and_report(_experiment_settings(args), resume=args.resume, quiet=args.quiet)
+    _run_and_report(
+        _experiment_settings(args), resume=args.resume, quiet=args.quiet, explain=args.explain
+    )
     return 0
 
 
@@ -670,7 +681,14 @@ def cmd_demo(args) -> int:
     given = {key: getattr(args, key) for key in keys}
     given["recipes"] = tuple(args.recipes) if args.recipes else None
     demo = DemoSettings(**{key: value for key, value in given.items() if value is not None})
-    print(REDUCTION_NOTE.format(runs=demo.runs, n_train=demo.n_train, image_size=demo.image_size))
+    print(
+        REDUCTION_NOTE.format(
+            runs=demo.runs,
+            n_train=demo.n_train,
+            image_size=demo.image_size,
+            strong_epochs=demo.strong_epochs,
+        )
+    )
     started = time.perf_counter()
     data, settings = prepare_demo(args.out, demo)
     print(
@@ -910,7 +928,7 @@ def cmd_explain(args) -> int:
     out = explain_run(args.run_dir, paths=args.paths, out_dir=args.out, settings=settings)
     section = explain_section(args.run_dir, out_dir=out)
     print("\n".join(section["notes"]))
-    print(f"\nexplain outputs ({len(section['figures'])} figures): {out}")
+    print(f"\nexplain outputs: {out} (figures/, CSV tables, explain.json)")
     return 0
 
 

@@ -96,7 +96,7 @@ def _draw_tile(axes, image: np.ndarray, values: np.ndarray | None, *, signed: bo
     if values is None or not np.isfinite(values).any():
         axes.text(0.5, 0.5, "–", ha="center", va="center", color="#888888", fontsize=9)
         return
-    axes.imshow(overlay(image, values, signed=signed), interpolation="nearest")
+    axes.imshow(overlay(image, values, signed=signed), interpolation="auto")
     if not signed and not (np.nan_to_num(values) > 0).any():
         axes.text(
             0.5,
@@ -148,7 +148,7 @@ def attribution_figure(
     n_lines = max(text.count("\n") + 1 for text, _ in column_titles)
     figure, grid = _tile_grid(1 + len(rows), len(images), top=0.35 + 0.15 * n_lines)
     for column, (text, colour) in enumerate(column_titles):
-        grid[0, column].imshow(to_display_uint8(images[column]), interpolation="nearest")
+        grid[0, column].imshow(to_display_uint8(images[column]), interpolation="auto")
         grid[0, column].set_title(text, color=colour, fontsize=7.5)
     for index, row in enumerate(rows, start=1):
         shown = np.ones(len(images), bool) if row.shown is None else np.asarray(row.shown, bool)

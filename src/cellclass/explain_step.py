@@ -37,11 +37,11 @@ from cellclass.explain_parts import (
     Outputs,
     balanced_rows,
     figure_entry,
+    load_path_split,
+    load_test_splits,
+    load_training_splits,
     open_folder,
-    path_split,
     slug,
-    test_splits,
-    training_splits,
     uses_tta,
 )
 from cellclass.metrics import softmax
@@ -183,7 +183,7 @@ def _average_outputs(folder: ExplainFolder, saved: SavedRun, split: Split, n_ima
 def _probe_outputs(folder: ExplainFolder, explained: SavedRun, tests, settings, rng, notes) -> list:
     """Every probe over every saved run; ``explained`` gives the adversarial example panel."""
     norm = folder.prep.normalization
-    train, val_splits = training_splits(folder, notes)
+    train, val_splits = load_training_splits(folder, notes)
     run_rows = results.read_table(folder.run_dir / "runs.csv")
     runs = [explained] + [saved for saved in folder.runs if saved is not explained]
     attacked = [s for s in runs if _rank(s, runs) < settings.adversarial_runs]  # per model
@@ -287,11 +287,11 @@ def explain_run(
     explained = _explained_run(folder, settings)
     rng = np.random.default_rng(settings.seed)
     notes: list[str] = []
-    tests = test_splits(folder, settings.tests, notes)
+    tests = load_test_splits(folder, settings.tests, notes)
     probed = (
         _probe_outputs(folder, explained, tests, settings, rng, notes) if settings.probes else []
     )
-    sets = [path_split(folder, paths)] if paths else tests
+    sets = [load_path_split(folder, paths)] if paths else tests
     outputs = [_attribution_outputs(folder, explained, s, settings, rng) for s in sets] + probed
     record = {
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

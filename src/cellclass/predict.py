@@ -20,6 +20,7 @@ from cellclass.folders import is_hidden
 from cellclass.images import IMAGE_EXTENSIONS
 from cellclass.metrics import expected_calibration_error, softmax
 from cellclass.models import build_model
+from cellclass.probes import load_temperatures
 from cellclass.progress import Observer
 from cellclass.train import Split, evaluate, predict_logits
 
@@ -94,6 +95,8 @@ def predict_paths(
 
     Returns one dict per image: path, predicted, confidence, agreement (fraction of runs whose
     own prediction equals the ensemble's), n_runs, and ``p_<class>`` averaged over the runs.
+    Probabilities are temperature-calibrated when ``cellclass explain`` fitted temperatures on
+    the validation split (``calibration.json``).
     """
     runs = load_runs(run_dir, run=run)
     images, _ = collect_images(paths)
@@ -106,8 +109,15 @@ def predict_paths(
     split = Split(
         "predict", store, np.arange(len(store.paths)), np.zeros(len(store.paths), np.int64)
     )
+    temperatures = load_temperatures(run_dir)  # from `cellclass explain`; {} when never run
     probs = np.stack(
-        [softmax(predict_logits(r.model, split, prep.normalization, tta=_tta(r))) for r in runs]
+        [
+            softmax(
+                predict_logits(r.model, split, prep.normalization, tta=_tta(r)),
+                temperature=temperatures.get((r.run, r.model_name), 1.0),
+            )
+            for r in runs
+        ]
     )
     mean = probs.mean(0)  # (N, K)
     votes = probs.argmax(2)  # (R, N)

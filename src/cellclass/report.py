@@ -388,6 +388,18 @@ def _ensembles(run_dir: Path) -> dict:
     }
 
 
+def _explain(run_dir: Path) -> dict | None:
+    """The attribution / calibration / fragility / confound section, when `cellclass explain`
+    (or ``train --explain``) has run on this folder."""
+    if not (run_dir / "explain" / "explain.json").is_file():
+        return None
+    from cellclass.explain_step import explain_section
+
+    section = explain_section(run_dir)
+    figures = [_figure(Path(f["path"]), f["title"], f["caption"]) for f in section["figures"]]
+    return {"title": section["title"], "figures": figures, "notes": section["notes"]}
+
+
 def _human_comparisons(run_dir: Path) -> list[dict]:
     """Every ``compare-*.json`` written by `cellclass compare`, newest last."""
     found = sorted(run_dir.glob("compare-*.json"), key=lambda p: p.stat().st_mtime)
@@ -434,6 +446,7 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         "ensembles": _ensembles(run_dir),
         "comparisons": model_comparisons(run_dir),
         "human": _human_comparisons(run_dir),
+        "explain": _explain(run_dir),
     }
     path = run_dir / "report.html"
     results.atomic_write_text(path, _render(context))

@@ -236,7 +236,6 @@ def _train_epoch(model, optimizer, scheduler, train: Split, recipe: Recipe, norm
     return EpochRecord(epoch, "train", total_loss / n, correct / n, time.perf_counter() - tick)
 
 
-@torch.inference_mode()
 def predict_logits(
     model: nn.Module, split: Split, norm: Normalization, *, batch_size: int = 100, tta: bool = False
 ) -> np.ndarray:
@@ -247,13 +246,14 @@ def predict_logits(
     """
     model.eval()
     device = next(model.parameters()).device
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # outside inference mode: weights stay usable
     chunks = []
-    for start in range(0, len(split.indices), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(split.indices)))
-        x = gather_batch(split, rows, norm, device)  # (B, C, S, S)
-        out = torch.log(tta_probabilities(model, x).clamp_min(1e-12)) if tta else model(x)
-        chunks.append(out.float().cpu())
+    with torch.inference_mode():
+        for start in range(0, len(split.indices), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(split.indices)))
+            x = gather_batch(split, rows, norm, device)  # (B, C, S, S)
+            out = torch.log(tta_probabilities(model, x).clamp_min(1e-12)) if tta else model(x)
+            chunks.append(out.float().cpu())
     return torch.cat(chunks).numpy()
 
 
