@@ -383,3 +383,22 @@ def test_report_opens_in_chromium_with_every_image_loaded(rich_report):
     assert len(widths) == 4 + 2 * 2 * 4 and min(widths) > 0
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
+
+
+def test_chance_is_the_majority_share_of_each_test_set():
+    from cellclass.checks import chance_levels, find_warnings
+
+    config = {
+        "class_names": ["A", "B", "C"],
+        "tests": {
+            "two": {"class_counts": {"A": 40, "B": 0, "C": 40}},
+            "skewed": {"class_counts": {"A": 90, "B": 5, "C": 5}},
+        },
+    }
+    levels = chance_levels(config)
+    assert levels["two"] == 0.5 and levels["skewed"] == 0.9
+    runs = [
+        {"run": k, "model": "m", "dataset": "two", "accuracy": 0.5, "control": 0} for k in range(3)
+    ]
+    titles = [w.title for w in find_warnings(runs, [], config)]
+    assert any("indistinguishable from chance" in t for t in titles)

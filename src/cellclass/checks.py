@@ -90,11 +90,10 @@ def find_warnings(runs: list[dict], epochs: list[dict], config: dict) -> list[Re
         "danger" warnings first, then "warning".
     """
     summary = summary_rows(runs)
-    chance = 1.0 / max(1, len(config.get("class_names", [])))
     found = (
         _leakage_warnings(config)
         + _memorisation_warnings(summary, epochs)
-        + _chance_warnings(summary, runs, chance)
+        + _chance_warnings(summary, runs, chance_levels(config))
         + _spread_warnings(summary)
         + _imbalance_warnings(config)
     )
@@ -136,12 +135,30 @@ def _memorisation_warnings(summary, epochs) -> list[ReportWarning]:
     return found
 
 
-def _chance_warnings(summary, runs, chance: float) -> list[ReportWarning]:
+def chance_levels(config: dict) -> dict[str, float]:
+    """Per test set, the accuracy of always answering its most common class (at least 1/K).
+
+    A network that outputs one constant class scores this much: on a test set holding only two
+    of three training classes, that is 50 %, not 33 %.
+    """
+    uniform = 1.0 / max(1, len(config.get("class_names", [])))
+    levels = {}
+    for name, info in (config.get("tests") or {}).items():
+        counts = [n for n in (info.get("class_counts") or {}).values() if n]
+        levels[name] = max(uniform, max(counts) / sum(counts)) if counts else uniform
+    return levels | {"": uniform}
+
+
+def _chance_warnings(summary, runs, chances: dict[str, float]) -> list[ReportWarning]:
     found = []
     for row in summary:
+        chance = chances.get(row["dataset"], chances[""])
         low, high, method = _interval(row, runs)
         name = f"{row['model']} on {row['dataset']}"
-        numbers = f"mean {row['mean']:.1%}, {method} [{low:.1%}, {high:.1%}], chance {chance:.1%}"
+        numbers = (
+            f"mean {row['mean']:.1%}, {method} [{low:.1%}, {high:.1%}], chance {chance:.1%} "
+            "(always answering the most common class)"
+        )
         if row["control"] and low > chance:
             found.append(
                 ReportWarning(
