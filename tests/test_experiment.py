@@ -185,3 +185,15 @@ def test_control_runs_use_shuffled_labels_and_give_a_p_value(tmp_path):
     assert control["n"] == 2
     assert real["p_vs_control"] == pytest.approx(1 / 3)  # (1 + 0) / (1 + 2): real beats both
     assert real["mean"] > control["max"]
+
+
+def test_report_shows_control_runs_curves(tmp_path):
+    from cellclass.report import write_report
+
+    root = make_class_tree(tmp_path / "easy", {"Control": 10, "Treated": 10})
+    settings = _settings(tmp_path, root, runs=1, control_runs=1)
+    out = run_experiment(settings)
+    html = write_report(out).read_text()
+    assert (
+        "Real vs shuffled-label runs" in html and (out / "figures" / "curves-control.png").is_file()
+    )

@@ -215,6 +215,20 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
             path = figures.training_curves(epochs, out / name, metric=metric, rng=rng)
             caption = "Train near 100 % while a test set stays low means memorisation."
             entries.append(_figure(path, f"Training curves: {metric}", caption))
+    controls = [
+        dict(row, model=f"{row['model']} (shuffled labels)")
+        for row in data.epochs
+        if row["control"]
+    ]
+    if controls:
+        path = figures.training_curves(
+            epochs + controls, out / "curves-control.png", metric="accuracy", rng=rng
+        )
+        caption = (
+            "Runs trained on shuffled labels learn nothing real: how fast their training "
+            "accuracy rises is how fast pure memorisation goes; their test accuracy is chance."
+        )
+        entries.append(_figure(path, "Real vs shuffled-label runs", caption))
     return entries
 
 
