@@ -83,8 +83,11 @@ def keras_model(size: int, channels: int, n_classes: int):
             layers.append(keras.layers.MaxPooling2D(2))
         else:
             layers.append(keras.layers.Conv2D(item, 3, padding="same", activation="relu"))
-    layers += [keras.layers.Flatten(), keras.layers.Dense(512, activation="relu"),
-               keras.layers.Dense(n_classes)]
+    layers += [
+        keras.layers.Flatten(),
+        keras.layers.Dense(512, activation="relu"),
+        keras.layers.Dense(n_classes),
+    ]
     model = keras.Sequential(layers)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-7),
@@ -107,8 +110,10 @@ def keras_rates(model, split, batch_size: int, n_batches: int) -> tuple[float, f
 
 
 def describe(name: str, values: list[float]) -> str:
-    return (f"{name:<28}{statistics.median(values):>9.1f} img/s  "
-            f"(min {min(values):.1f}, max {max(values):.1f}, n={len(values)})")
+    return (
+        f"{name:<28}{statistics.median(values):>9.1f} img/s  "
+        f"(min {min(values):.1f}, max {max(values):.1f}, n={len(values)})"
+    )
 
 
 def main() -> None:
@@ -124,8 +129,12 @@ def main() -> None:
     torch.manual_seed(0)
     norm = Normalization("dataset", low=(0.0,) * args.channels, high=(255.0,) * args.channels)
     with tempfile.TemporaryDirectory() as folder:
-        split = make_split(args.batch_size * args.batches, args.size, args.channels, 0, Path(folder))
-        model = build_model(args.model, in_channels=args.channels, n_classes=2, image_size=args.size)
+        split = make_split(
+            args.batch_size * args.batches, args.size, args.channels, 0, Path(folder)
+        )
+        model = build_model(
+            args.model, in_channels=args.channels, n_classes=2, image_size=args.size
+        )
         model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
         reference = keras_model(args.size, args.channels, 2) if args.keras else None
@@ -135,14 +144,19 @@ def main() -> None:
             keras_rates(reference, split, args.batch_size, 2)  # warm-up / graph build
         for _ in range(args.repeats):  # alternate so both see the same machine load
             rates["train"].append(
-                torch_train_rate(model, optimizer, split, norm, args.batch_size, args.batches))
-            rates["infer"].append(torch_infer_rate(model, split, norm, args.batch_size, args.batches))
+                torch_train_rate(model, optimizer, split, norm, args.batch_size, args.batches)
+            )
+            rates["infer"].append(
+                torch_infer_rate(model, split, norm, args.batch_size, args.batches)
+            )
             if reference is not None:
                 k_train, k_infer = keras_rates(reference, split, args.batch_size, args.batches)
                 rates["k_train"].append(k_train)
                 rates["k_infer"].append(k_infer)
-    print(f"{args.model}, {args.size}x{args.size}x{args.channels}, batch {args.batch_size}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.model}, {args.size}x{args.size}x{args.channels}, batch {args.batch_size}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(describe("cellclass train", rates["train"]))
     print(describe("cellclass inference", rates["infer"]))
     if reference is not None:
