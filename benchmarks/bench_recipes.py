@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from cellclass.experiment import ExperimentSettings, run_experiment
