@@ -116,6 +116,10 @@ NUMERIC_COLUMNS = frozenset(
         "confidence",
         "agreement",
         "n_runs",
+        "correct",
+        "response_ms",
+        "is_repeat",
+        "position",  # blinded-scoring answers
     }
 )  # other columns (class names, paths, model labels) stay text, so a class "01" stays "01"
 
