@@ -353,7 +353,9 @@ def test_report_shows_warnings_and_survives_missing_images(tmp_path, monkeypatch
     assert "Preview of the training images left out" in html
     assert "2 runs + 2 label-shuffled control runs" in html
     assert "beat chance" not in html and "(label-shuffled control)" in html
-    assert len(_data_uris(html)) == 3 + 2 * 2  # no panels; confusion and calibration remain
+    # box plot + 2 curves + control-run curves; per test set confusion and calibration (no panels)
+    assert len(_data_uris(html)) == 4 + 2 * 2
+    assert "Real vs shuffled-label runs" in html
 
 
 def test_panel_images_are_drawn_deterministically_with_classes_taking_turns():
