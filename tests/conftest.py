@@ -33,6 +33,19 @@ def make_class_tree(
     return root
 
 
+# Debian's Chromium, as the browser tests launch it: no sandbox (root), nothing fetched.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 @pytest.fixture
 def class_tree(tmp_path: Path) -> Path:
     return make_class_tree(tmp_path / "train", {"Control": 12, "Treated": 12})

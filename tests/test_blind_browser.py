@@ -17,18 +17,8 @@ from cellclass.blind.server import start_server
 from cellclass.blind.store import open_store
 from cellclass.blind.testset import load_test
 
+from .conftest import CHROMIUM, CHROMIUM_ARGS
 from .test_blind_store import CLASSES, write_blind_tree
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 if not CHROMIUM.is_file():

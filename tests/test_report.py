@@ -10,17 +10,7 @@ from PIL import Image
 
 from cellclass import report, results
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from .conftest import CHROMIUM, CHROMIUM_ARGS
 
 
 # ---------------------------------------------------------------- a fake results folder
