@@ -40,25 +40,30 @@ def test_resolve_recipes_targets_one_recipe_by_label():
         resolve_recipes(["turbo"], [], [])
 
 
-def _rows(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def test_multi_recipe_experiment_uses_same_seeds_and_splits(tmp_path):
+def _tiny_experiment(tmp_path, **changes) -> ExperimentSettings:
+    """Two-class 32-px train and test folders and 2 quick runs; ``changes`` override."""
     train = make_class_tree(tmp_path / "train", {"Control": 12, "Treated": 12})
     test = make_class_tree(tmp_path / "test", {"Control": 5, "Treated": 5}, seed=7)
-    fast = replace(REFERENCE, epochs=2, batch_size=8)
-    strong = replace(STRONG, epochs=2, batch_size=8, warmup_epochs=1)
-    settings = ExperimentSettings(
+    base = ExperimentSettings(
         train_dir=str(train),
         out=str(tmp_path / "out"),
         tests=(("t", str(test)),),
         runs=2,
         image_size=32,
         cache_dir=str(tmp_path / "cache"),
-        recipes=(fast, strong),
     )
+    return replace(base, **changes)
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_multi_recipe_experiment_uses_same_seeds_and_splits(tmp_path):
+    fast = replace(REFERENCE, epochs=2, batch_size=8)
+    strong = replace(STRONG, epochs=2, batch_size=8, warmup_epochs=1)
+    settings = _tiny_experiment(tmp_path, recipes=(fast, strong))
     out = run_experiment(settings)
     runs = _rows(out / "runs.csv")
     assert {(r["model"], r["run"], r["seed"]) for r in runs} == {
@@ -104,17 +109,8 @@ def test_split_is_a_function_of_the_seed_only(tmp_path):
 def test_feature_baseline_runs_on_the_same_splits_and_is_skipped_by_predict(tmp_path):
     from cellclass.predict import predict_paths
 
-    train = make_class_tree(tmp_path / "train", {"Control": 12, "Treated": 12})
-    test = make_class_tree(tmp_path / "test", {"Control": 5, "Treated": 5}, seed=7)
-    settings = ExperimentSettings(
-        train_dir=str(train),
-        out=str(tmp_path / "out"),
-        tests=(("t", str(test)),),
-        runs=2,
-        image_size=32,
-        cache_dir=str(tmp_path / "cache"),
-        baselines=("features",),
-        recipes=(replace(REFERENCE, epochs=1, batch_size=8),),
+    settings = _tiny_experiment(
+        tmp_path, baselines=("features",), recipes=(replace(REFERENCE, epochs=1, batch_size=8),)
     )
     out = run_experiment(settings)
     runs = _rows(out / "runs.csv")
@@ -125,7 +121,7 @@ def test_feature_baseline_runs_on_the_same_splits_and_is_skipped_by_predict(tmp_
     # cannot tell them apart, unlike the CNN -- exactly what the baseline is there to reveal
     assert len(features) == 2 and all(0 <= float(r["accuracy"]) <= 1 for r in features)
     assert {row["model"] for row in summary_table(out)} == {"badger", "features"}
-    rows = predict_paths(out, [test], cache_dir=str(tmp_path / "cache"))
+    rows = predict_paths(out, [dict(settings.tests)["t"]], cache_dir=str(tmp_path / "cache"))
     assert all(r["n_runs"] == 2 for r in rows)  # the two CNN runs, not the baseline
     run_experiment(settings, resume=True)  # nothing left to do; the baseline counts as finished
     assert len(_rows(out / "runs.csv")) == len(runs)
