@@ -1,5 +1,6 @@
 """Attribution maps on toy models whose answer is known, and the explain step end to end."""
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -277,3 +278,42 @@ def test_overlay_is_an_rgb_image_and_the_figure_checks_its_rows(tmp_path):
         np.stack([image, image]), [row], [("a", "black"), ("b", "red")], tmp_path / "b.png"
     )
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_panels_show_calibrated_confidence_once_a_temperature_is_fitted(
+    tiny_results, tmp_path
+):
+    from cellclass import probes
+    from cellclass.report import calibrated_rows, read_results, write_report
+
+    run_dir = tmp_path / "copy"  # without what other tests' `explain_run` wrote
+    ignore = shutil.ignore_patterns("explain", probes.CALIBRATION_FILE)
+    shutil.copytree(tiny_results[0], run_dir, ignore=ignore)
+    assert "softmax confidence (uncalibrated" in write_report(run_dir).read_text()
+    probes.write_calibration(run_dir, {(0, "badger"): probes.Calibration(3.0, 0.2, 0.1, 10)})
+    html = write_report(run_dir).read_text()
+    assert "calibrated confidence (temperature 3.00" in html
+    data = read_results(run_dir)
+    rows = [r for r in data.predictions if r["run"] == 0]
+    scaled = calibrated_rows(rows, data.config["class_names"], 3.0)
+    for before, after in zip(rows, scaled, strict=True):
+        assert after["predicted"] == before["predicted"]
+        assert 0.5 <= after["confidence"] <= before["confidence"] + 1e-9  # T > 1 softens
+        assert after["p_Control"] + after["p_Treated"] == pytest.approx(1.0)
+
+
+def test_report_puts_attribution_maps_beside_the_prediction_panels(tiny_results, tmp_path):
+    from cellclass.report import write_report
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_results[0], run_dir, ignore=shutil.ignore_patterns("explain"))
+    explain_run(run_dir, settings=FAST)
+    html = write_report(run_dir).read_text()
+    section = html.index("Test set: t1")
+    panels = html.index("<b>Predictions (run 0).</b>", section)
+    attribution = html.index("<b>Attribution maps: t1.</b>", section)
+    confusion = html.index("<b>Confusion matrix.</b>", section)
+    assert section < panels < attribution < confusion
+    assert "(explain/figures/" in html  # the figure's real place, relative to the folder
+    assert html.count("<b>Attribution maps: t1.</b>") == 1  # moved, not copied
+    assert "beside its prediction panels" in html

@@ -34,6 +34,7 @@ from cellclass.cache import (
 from cellclass.checks import ReportWarning, find_warnings, summary_rows
 from cellclass.folders import FolderError, FolderIndex, scan_folder
 from cellclass.metrics import confusion_matrix, expected_calibration_error, reliability_bins
+from cellclass.probes import load_temperatures, recalibrate
 from cellclass.summary import model_comparisons, summary_table
 
 __all__ = [
@@ -178,13 +179,16 @@ def _slug(*names: str) -> str:
     return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-.") for name in names)
 
 
-def _figure(path: Path, title: str, caption: str) -> dict:
-    """A figure entry for the template, with the PNG embedded as a base64 data URI."""
+def _figure(path: Path, title: str, caption: str, file: str | None = None) -> dict:
+    """A figure entry for the template, with the PNG embedded as a base64 data URI.
+
+    file : where the PNG lies, relative to the results folder (default ``figures/<name>``).
+    """
     encoded = base64.b64encode(path.read_bytes()).decode("ascii")
     return {
         "title": title,
         "caption": caption,
-        "file": path.name,
+        "file": file or f"figures/{path.name}",
         "src": f"data:image/png;base64,{encoded}",
     }
 
@@ -253,7 +257,26 @@ def _preview_figure(data: Results, out: Path, rng, notes: list) -> list[dict]:
     return [_figure(path, "Training images", "After the loading and normalisation the model sees.")]
 
 
-def _panel_figures(rows, label: str, data: Results, out: Path, rng) -> list[dict]:
+def calibrated_rows(rows: list[dict], class_names: list[str], temperature: float) -> list[dict]:
+    """predictions.csv rows with ``p_<class>`` and ``confidence`` temperature-scaled, as
+    `cellclass predict` reports them for the same run; rows without probabilities unchanged."""
+    columns = [f"p_{name}" for name in class_names]
+    out = []
+    for row in rows:
+        probs = np.array([[row.get(c, math.nan) for c in columns]], dtype=np.float64)  # (1, K)
+        if not np.isfinite(probs).all():
+            out.append(row)
+            continue
+        scaled = recalibrate(probs / probs.sum(), temperature)[0]  # (K,)
+        new = {**row, **dict(zip(columns, scaled.tolist(), strict=True))}
+        new["confidence"] = float(scaled[class_names.index(row["predicted"])])
+        out.append(new)
+    return out
+
+
+def _panel_figures(
+    rows, label: str, data: Results, out: Path, rng, temperature: float | None = None
+) -> list[dict]:
     """Random prediction panel and most-confidently-wrong panel of one run on one test set."""
     sample = _panel_rows(rows, data.config["class_names"], rng)
     wrong = sorted(
@@ -278,7 +301,14 @@ def _panel_figures(rows, label: str, data: Results, out: Path, rng) -> list[dict
                 _figure(
                     path,
                     f"{title} (run {rows[0]['run']})",
-                    "Green: right; red: wrong; % = softmax confidence.",
+                    "Green: right; red: wrong; % = "
+                    + (
+                        f"calibrated confidence (temperature {temperature:.2f} fitted on the "
+                        "validation split by `cellclass explain`)."
+                        if temperature is not None
+                        else "softmax confidence (uncalibrated: run `cellclass explain` to fit "
+                        "a temperature)."
+                    ),
                 )
             )
     return entries
@@ -316,11 +346,14 @@ def _pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list
     return entries
 
 
-def _test_sections(data: Results, out: Path, rng: np.random.Generator, notes: list) -> list[dict]:
+def _test_sections(
+    data: Results, out: Path, rng: np.random.Generator, notes: list, temperatures: dict
+) -> list[dict]:
     """One report section per (model, test set): panels, confusion, calibration.
 
     Panels that cannot be drawn because the test images are gone are left out with a note
-    appended to `notes`; the pooled figures need only the CSV and are always drawn.
+    appended to `notes`; the pooled figures need only the CSV and are always drawn. Panels show
+    calibrated confidences for runs that have a temperature in ``temperatures``.
     """
     rows = [row for row in data.predictions if not row["control"]]
     keys = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
@@ -330,13 +363,20 @@ def _test_sections(data: Results, out: Path, rng: np.random.Generator, notes: li
         label = f"{model} on {dataset}" if several_models else dataset
         group = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
         first = min(r["run"] for r in group)
+        temperature = temperatures.get((first, model))
+        shown = [r for r in group if r["run"] == first]
+        if temperature is not None:
+            shown = calibrated_rows(shown, data.config["class_names"], temperature)
         try:
-            entries = _panel_figures([r for r in group if r["run"] == first], label, data, out, rng)
+            entries = _panel_figures(shown, label, data, out, rng, temperature)
         except (OSError, BadImagesError) as error:  # test images moved or changed since training
             entries = []
             notes.append(f"Prediction panels of {label} left out: {error}")
+        n_panels = len(entries)
         entries += _pooled_figures(group, label, data.config["class_names"], out)
-        sections.append({"title": label, "figures": entries})
+        sections.append(
+            {"title": label, "dataset": dataset, "figures": entries, "n_panels": n_panels}
+        )
     return sections
 
 
@@ -410,8 +450,38 @@ def _explain(run_dir: Path) -> dict | None:
     from cellclass.explain_step import explain_section
 
     section = explain_section(run_dir)
-    figures = [_figure(Path(f["path"]), f["title"], f["caption"]) for f in section["figures"]]
+    figures = [
+        {
+            **_figure(path, f["title"], f["caption"], str(path.relative_to(run_dir.resolve()))),
+            "dataset": f["dataset"],
+        }
+        for f in section["figures"]
+        for path in [Path(f["path"])]
+    ]
     return {"title": section["title"], "figures": figures, "notes": section["notes"]}
+
+
+def _place_beside_panels(sections: list[dict], explain: dict | None) -> None:
+    """Move the explain figures of one test set (attribution maps, adversarial examples) into
+    that test set's section, right after its prediction panels; the rest stay in ``explain``."""
+    if not explain:
+        return
+    kept, moved = [], 0
+    for entry in explain["figures"]:
+        target = next((s for s in sections if s["dataset"] == entry["dataset"]), None)
+        if entry["dataset"] is None or target is None:
+            kept.append(entry)
+            continue
+        target["figures"].insert(target["n_panels"], entry)
+        target["n_panels"] += 1
+        moved += 1
+    explain["figures"] = kept
+    if moved:
+        explain["notes"].insert(
+            0,
+            "Attribution maps and adversarial examples are shown in each test set's section, "
+            "beside its prediction panels.",
+        )
 
 
 def _human_comparisons(run_dir: Path) -> list[dict]:
@@ -438,9 +508,13 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     """
     run_dir = Path(run_dir)
     data = read_results(run_dir)
+    temperatures = load_temperatures(run_dir)  # {} until `cellclass explain` fitted them
     rng = np.random.default_rng(seed)
     out = run_dir / "figures"
     notes: list[str] = []
+    sections = _test_sections(data, out, rng, notes, temperatures)
+    explain = _explain(run_dir)
+    _place_beside_panels(sections, explain)
     context = {
         "name": run_dir.name,
         "config": data.config,
@@ -449,7 +523,7 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         "expert": data.config.get("expert") or {},
         "preview": _preview_figure(data, out, rng, notes),
         "overview": _overview_figures(data, out, rng),
-        "sections": _test_sections(data, out, rng, notes),
+        "sections": sections,
         "notes": notes,
         "data": _data_table(data.config),
         "settings": _flatten(data.config.get("settings", {})),
@@ -460,7 +534,7 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         "ensembles": _ensembles(run_dir),
         "comparisons": model_comparisons(run_dir),
         "human": _human_comparisons(run_dir),
-        "explain": _explain(run_dir),
+        "explain": explain,
     }
     path = run_dir / "report.html"
     results.atomic_write_text(path, _render(context))
