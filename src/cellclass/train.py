@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cellclass.augment import augment_batch, tta_probabilities
-from cellclass.cache import PixelStore, normalize_batch
+from cellclass.cache import PixelStore, normalize_batch, read_rows
 from cellclass.images import Normalization
 from cellclass.models import build_model
 from cellclass.recipes import Recipe
@@ -75,7 +75,7 @@ def gather_batch(
 ) -> torch.Tensor:
     """Rows of ``split`` -> (B, C, S, S) float32 in [0, 1], channels_last, on ``device``."""
     store_rows = split.indices[rows]
-    pixels = torch.from_numpy(np.asarray(split.store.pixels[store_rows]))  # (B, S, S, C)
+    pixels = torch.from_numpy(read_rows(split.store, store_rows))  # (B, S, S, C)
     if pixels.dtype == torch.uint16:
         pixels = pixels.to(torch.int32)
     pixels = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)  # (B, C, S, S)

@@ -1,0 +1,60 @@
+import sys
+
+import numpy as np
+import pytest
+
+from cellclass import cache
+from cellclass.cache import PixelStore, read_rows, release_pages
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+
+
+def _rss_file_mb() -> float:
+    """Resident file-backed memory of this process, MB (RssFile in /proc/self/status)."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith("RssFile:"))
+    return int(line.split()[1]) / 1024
+
+
+def _memmap(tmp_path, n_rows=64, row_shape=(256, 256, 16)):
+    path = tmp_path / "pixels.npy"
+    writer = np.lib.format.open_memmap(path, "w+", np.uint8, (n_rows, *row_shape))
+    writer[:] = np.arange(n_rows, dtype=np.uint8)[:, None, None, None]
+    writer.flush()
+    del writer
+    return np.load(path, mmap_mode="r")  # 64 MB by default
+
+
+@linux_only
+def test_release_drops_read_pages_from_resident_memory(tmp_path):
+    pixels = _memmap(tmp_path)
+    before = _rss_file_mb()
+    assert int(pixels.sum(dtype=np.int64)) > 0  # touches every page
+    touched = _rss_file_mb()
+    assert touched - before > 40  # the 64 MB now count as this process's memory
+    release_pages(pixels)
+    assert touched - _rss_file_mb() > 40
+    assert pixels[5, 0, 0, 0] == 5  # and can still be read
+
+
+@linux_only
+def test_reading_rows_keeps_resident_memory_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "RELEASE_BYTES", 8 * 2**20)
+    pixels = _memmap(tmp_path)
+    store = PixelStore(pixels, np.zeros((64, 16)), np.ones((64, 16)), 8, ())
+    before = _rss_file_mb()
+    peak = 0.0
+    for start in range(0, 64, 4):
+        rows = np.arange(start, start + 4)
+        batch = read_rows(store, rows)
+        np.testing.assert_array_equal(batch[:, 0, 0, 0], rows)  # the right rows, copied
+        peak = max(peak, _rss_file_mb() - before)
+    assert peak < 24  # 64 MB read, never more than ~8 MB + one batch resident
+
+
+def test_release_ignores_in_memory_arrays():
+    array = np.ones((4, 8, 8, 1), np.uint8)
+    release_pages(array)
+    release_pages(array, 10)
+    store = PixelStore(array, np.zeros((4, 1)), np.ones((4, 1)), 8, ())
+    np.testing.assert_array_equal(read_rows(store, np.array([3, 1])), array[[3, 1]])
