@@ -15,12 +15,16 @@ training and a test folder descend from the same field.
 Names: tiles ``<stem>_r<row>c<col><ext>``, rotations ``<stem>_a<angle>[_fh|_fv]<ext>`` with the
 angle in degrees as written (``_a-5``, ``_a2.5``). Pixels keep dtype, bit depth and channels;
 PNG and TIFF keep their format, JPEG and BMP become PNG (re-encoding JPEG would add artefacts).
+
+This module owns the two steps' entry points, the folder walk, output names, the overwrite
+check and the manifest. The pixel work lives in `cellclass.tiling` (`cut_tiles`,
+`foreground_mask`) and `cellclass.rotation` (`parse_angles`, `rotate_image`, `crop_shape`);
+their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -28,11 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from cellclass import results
 from cellclass.folders import MANIFEST_NAME, scan_folder
 from cellclass.images import ImageReadError, read_image, write_image
+from cellclass.rotation import (
+    FILL_MODES,
+    FLIPS,
+    RotateSettings,
+    crop_shape,
+    parse_angles,
+    rotate_image,
+)
+from cellclass.tiling import EDGE_POLICIES, TileSettings, cut_tiles, foreground_mask
 
 __all__ = [
     "EDGE_POLICIES",
@@ -63,15 +75,6 @@ MANIFEST_COLUMNS = [
     "angle",
     "flip",
 ]
-EDGE_POLICIES = ("drop", "pad")
-FILL_MODES = ("reflect", "constant", "crop")
-FLIPS = ("h", "v")
-_SPEC_HELP = (
-    "give a list (0,90,180,270), a range START:END:STEP with END included (-5:5:1) "
-    "or a step (step=18 for 0, 18, ..., 342)"
-)
-_MAX_ANGLES = 3600  # a longer SPEC is a typo (e.g. a step of 0.001)
-_OTSU_PIXELS = 2**18  # the foreground threshold is computed on at most this many pixels
 _FAIR_DROP_GAP = 0.1  # warn when the share of tiles dropped differs more between classes
 _TILE_NAME = re.compile(r"(?P<stem>.+)_r\d+c\d+")  # stem of an existing tile output
 _ROTATION_NAME = re.compile(r"(?P<stem>.+)_a-?\d+(?:\.\d+)?(?:_f[hv])?")
@@ -79,31 +82,6 @@ _ROTATION_NAME = re.compile(r"(?P<stem>.+)_a-?\d+(?:\.\d+)?(?:_f[hv])?")
 
 class PrepareError(ValueError):
     """A prepare step cannot run; the message is one line saying what to change."""
-
-
-@dataclass(frozen=True)
-class TileSettings:
-    """How `tile_folder` cuts every field; give exactly one of `grid` and `tile_size`."""
-
-    grid: int | None = None  # cut each field into grid x grid tiles (the study used 4)
-    tile_size: int | None = None  # or cut square tiles of this many pixels per side
-    edge: str = "drop"  # remainder that does not fill a tile: "drop" it, or "pad" by mirroring
-    min_foreground: float = 0.0  # drop tiles with a smaller fraction of foreground (0 keeps all)
-    page: int = 0  # page of multi-page TIFFs to tile
-    overwrite: bool = False  # replace this step's earlier outputs in DST instead of refusing
-    skip_bad: bool = False  # list unreadable files and go on instead of stopping
-
-
-@dataclass(frozen=True)
-class RotateSettings:
-    """How `rotate_folder` makes rotated copies of every image."""
-
-    angles: tuple[float, ...]  # degrees, counter-clockwise as displayed; see `parse_angles`
-    fill: str = "reflect"  # corners: "reflect" (mirror), "constant" (0) or "crop" (cut away)
-    flips: tuple[str, ...] = ()  # "h" and/or "v": also write mirrored copies of every angle
-    page: int = 0  # page of multi-page TIFFs to rotate
-    overwrite: bool = False  # replace this step's earlier outputs in DST instead of refusing
-    skip_bad: bool = False  # list unreadable files and go on instead of stopping
 
 
 @dataclass(frozen=True)
@@ -187,99 +165,6 @@ def _check_tile_settings(settings: TileSettings) -> None:
         )
 
 
-def cut_tiles(
-    image: np.ndarray, settings: TileSettings
-) -> Iterator[tuple[int, int, np.ndarray, float | None]]:
-    """Cut one field into tiles, row by row.
-
-    Parameters
-    ----------
-    image : (H, W, C) ndarray, any dtype
-    settings : TileSettings
-        ``grid`` gives ``H // grid`` x ``W // grid`` tiles ("drop") or ceil-sized ones ("pad");
-        ``tile_size`` gives square tiles. "pad" fills the last row and column by mirroring the
-        field (numpy "reflect"), so no artificial black band appears.
-
-    Yields
-    ------
-    row, col : int
-    tile : (h, w, C) ndarray, dtype of `image` (a view when nothing was padded)
-    foreground : float or None
-        Fraction of tile pixels in `foreground_mask` (padded pixels count as background);
-        None when ``settings.min_foreground`` is 0.
-    """
-    height, width = image.shape[:2]
-    tile_h, tile_w, n_rows, n_cols = _tile_layout(height, width, settings)
-    mask = foreground_mask(image) if settings.min_foreground > 0 else None
-    pad_h, pad_w = max(0, n_rows * tile_h - height), max(0, n_cols * tile_w - width)
-    if pad_h or pad_w:
-        image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
-        mask = None if mask is None else np.pad(mask, ((0, pad_h), (0, pad_w)))
-    for row in range(n_rows):
-        for col in range(n_cols):
-            rows = slice(row * tile_h, (row + 1) * tile_h)
-            cols = slice(col * tile_w, (col + 1) * tile_w)
-            fraction = None if mask is None else float(mask[rows, cols].mean())
-            yield row, col, image[rows, cols], fraction
-
-
-def _tile_layout(height: int, width: int, settings: TileSettings) -> tuple[int, int, int, int]:
-    """(tile_h, tile_w, n_rows, n_cols) for a field of (height, width)."""
-    rounding = math.ceil if settings.edge == "pad" else math.floor
-    if settings.grid is not None:
-        tile_h, tile_w = rounding(height / settings.grid), rounding(width / settings.grid)
-        if tile_h == 0 or tile_w == 0:
-            return 0, 0, 0, 0
-        return tile_h, tile_w, settings.grid, settings.grid
-    size = settings.tile_size
-    return size, size, rounding(height / size), rounding(width / size)
-
-
-def foreground_mask(image: np.ndarray) -> np.ndarray:
-    """Pixels brighter than the field's Otsu threshold on log intensities, in any channel.
-
-    Per field and channel, Otsu's threshold (256-bin histogram of up to 2**18 evenly spaced
-    pixels) is computed on ``log(1 + value - min)``: it follows exposure changes between
-    fields, and on heavy-tailed fluorescence it separates cells from background, where on
-    linear values it would pick out only the brightest spots (and so drop more tiles of a class
-    with bright aggregates).
-
-    Parameters
-    ----------
-    image : (H, W, C) ndarray, any numeric dtype
-
-    Returns
-    -------
-    mask : (H, W) ndarray, bool
-        All False for a constant channel (a blank field has no foreground).
-    """
-    mask = np.zeros(image.shape[:2], dtype=bool)
-    for channel in range(image.shape[2]):
-        values = image[:, :, channel]  # (H, W)
-        sample = values.reshape(-1)[:: max(1, values.size // _OTSU_PIXELS)].astype(np.float64)
-        lowest = np.nanmin(sample)
-        threshold = np.expm1(_otsu_threshold(np.log1p(sample - lowest))) + lowest
-        mask |= values > threshold  # the log is monotonic: compare in native units
-    return mask
-
-
-def _otsu_threshold(values: np.ndarray) -> float:
-    """Otsu's threshold of `values` (any shape): maximises the between-class variance."""
-    values = values[np.isfinite(values)]
-    if values.size == 0 or values.min() == values.max():
-        return float(values.max()) if values.size else 0.0
-    counts, edges = np.histogram(values, bins=256)
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(counts)[:-1].astype(np.float64)  # pixels at or below each cut
-    weight_high = counts.sum() - weight_low
-    sums = np.cumsum(counts * centers)[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_low = sums / weight_low
-        mean_high = (sums[-1] + counts[-1] * centers[-1] - sums) / weight_high
-        between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[1:-1][np.argmax(np.nan_to_num(between, nan=-1.0))])
-
-
 def _tile_outputs(image: np.ndarray, settings: TileSettings) -> Iterator[tuple]:
     for row, col, tile, fraction in cut_tiles(image, settings):
         kept = fraction is None or fraction >= settings.min_foreground
@@ -287,46 +172,6 @@ def _tile_outputs(image: np.ndarray, settings: TileSettings) -> Iterator[tuple]:
 
 
 # ----------------------------------------------------------------------------- rotation
-
-
-def parse_angles(spec: str) -> tuple[float, ...]:
-    """Parse an ``--angles`` SPEC.
-
-    ``"0,90,180,270"`` (a list), ``"-5:5:1"`` (START:END:STEP, END included) or ``"step=18"``
-    (0, 18, ..., 342). Angles are degrees, counter-clockwise, rounded to 0.001.
-
-    Raises
-    ------
-    ValueError
-        One line quoting `spec` with an example, also when two angles are the same rotation.
-    """
-    text = str(spec).replace(" ", "")
-    try:
-        if text.startswith("step="):
-            step = float(text[5:])
-            values = np.arange(0.0, 360.0 - 1e-9, step) if 0 < step <= 360 else []
-        elif ":" in text:
-            start, end, step = (float(part) for part in text.split(":"))
-            count = math.floor((end - start) / step + 1e-9) + 1 if step > 0 else 0
-            values = start + step * np.arange(count) if 0 < count <= _MAX_ANGLES else []
-        else:
-            values = [float(part) for part in text.split(",")]
-    except ValueError:
-        values = []
-    angles = tuple(round(float(a), 3) + 0.0 for a in values)
-    if not angles or not all(math.isfinite(a) for a in angles):
-        raise ValueError(f"--angles {spec!r}: cannot read it; {_SPEC_HELP}")
-    if any(abs(a) > 360 for a in angles):
-        raise ValueError(f"--angles {spec!r}: give angles from -360 to 360 degrees, e.g. -5:5:1")
-    turns = [a % 360 for a in angles]
-    for i, turn in enumerate(turns):
-        if turn in turns[:i]:
-            first = angles[turns.index(turn)]
-            raise ValueError(
-                f"--angles {spec!r}: {first:g} and {angles[i]:g} are the same rotation; "
-                "list each rotation once"
-            )
-    return angles
 
 
 def rotate_folder(
@@ -378,91 +223,6 @@ def _rotation_outputs(image: np.ndarray, settings: RotateSettings) -> Iterator[t
             tag = f"a{angle:g}" + (f"_f{flip}" if flip else "")
             pixels = rotate_image(image, angle, fill=settings.fill, flip=flip, crop_to=shape)
             yield tag, pixels, {"angle": f"{angle:g}", "flip": flip or ""}
-
-
-def rotate_image(
-    image: np.ndarray,
-    angle: float,
-    *,
-    fill: str = "reflect",
-    flip: str | None = None,
-    crop_to: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """Mirror (optionally), then rotate one image counter-clockwise about its centre.
-
-    Multiples of 90 degrees are exact (`numpy.rot90`: the array turns, H and W swap); other
-    angles use bilinear interpolation (`scipy.ndimage.rotate`, order 1: no overshoot).
-
-    Parameters
-    ----------
-    image : (H, W, C) ndarray, uint8, uint16 or float32
-    angle : float
-        Degrees, counter-clockwise as displayed with row 0 at the top.
-    fill : {"reflect", "constant", "crop"}
-        Corners that the rotated field does not cover: mirrored content, 0, or cut away by
-        cropping the centred rectangle `crop_to` (default: `crop_shape` for this angle alone).
-    flip : {None, "h", "v"}
-        Mirror left-right ("h") or top-bottom ("v") before rotating.
-
-    Returns
-    -------
-    rotated : (H', W', C) ndarray, dtype of `image`
-        (H, W) for "reflect" and "constant" ((W, H) for 90 and 270), `crop_to` for "crop".
-    """
-    if fill not in FILL_MODES or flip not in (None, *FLIPS):
-        raise ValueError(f"rotate_image: fill must be one of {FILL_MODES}, flip None, h or v")
-    if flip is not None:
-        image = image[:, ::-1] if flip == "h" else image[::-1]
-    quarter_turns = angle / 90
-    if quarter_turns == round(quarter_turns):
-        rotated = np.rot90(image, int(round(quarter_turns)) % 4)
-    else:
-        mode = "reflect" if fill == "reflect" else "constant"
-        pixels = ndimage.rotate(
-            image.astype(np.float32),
-            angle,
-            axes=(1, 0),
-            reshape=False,
-            order=1,
-            mode=mode,
-            cval=0.0,
-        )
-        rotated = _cast_like(pixels, image.dtype)
-    if fill == "crop":
-        rotated = _center_crop(rotated, crop_to or crop_shape(*image.shape[:2], [angle]))
-    return np.ascontiguousarray(rotated)
-
-
-def crop_shape(height: int, width: int, angles) -> tuple[int, int]:
-    """The centred (h, w) rectangle with the field's aspect that holds no corner fill at any
-    of `angles` (one size for all copies, so all keep the original pixel scale).
-
-    A centred rectangle s*(H, W) fits inside the field turned by t when
-    ``s <= W / (W|cos t| + H|sin t|)`` and ``s <= H / (W|sin t| + H|cos t|)``; interpolated
-    angles lose one more pixel on each side to edge blending.
-    """
-    scale, margin = 1.0, 0
-    for angle in angles:
-        cos, sin = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
-        fit_width = width / (width * cos + height * sin)
-        scale = min(scale, fit_width, height / (width * sin + height * cos))
-        margin = margin if (angle / 90) == round(angle / 90) else 2
-    return max(1, math.floor(scale * height + 1e-6) - margin), max(
-        1, math.floor(scale * width + 1e-6) - margin
-    )
-
-
-def _center_crop(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    top, left = (image.shape[0] - shape[0]) // 2, (image.shape[1] - shape[1]) // 2
-    return image[top : top + shape[0], left : left + shape[1]]
-
-
-def _cast_like(pixels: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round and clip float pixels back to an integer `dtype`; floats are only cast."""
-    if np.dtype(dtype).kind == "f":
-        return pixels.astype(dtype)
-    limits = np.iinfo(dtype)
-    return np.clip(np.rint(pixels), limits.min, limits.max).astype(dtype)
 
 
 def format_result(result: PrepareResult) -> str:
