@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from cellclass.models import MODELS, build_model, count_parameters, summary
+from cellclass.models import (
+    MODELS,
+    Compact,
+    ImageStandardize,
+    build_model,
+    count_parameters,
+    summary,
+)
 
 
 @pytest.mark.parametrize(("name", "expected"), [("badger", 154_882), ("badger-deep", 179_608)])
@@ -59,3 +66,24 @@ def test_summary_lists_layers_and_total():
 def test_unknown_model_names_the_choices():
     with pytest.raises(ValueError, match="badger"):
         build_model("resnet-9000", in_channels=3, n_classes=2, image_size=256)
+
+
+def test_image_standardize_gives_zero_mean_unit_sd_per_image_and_channel():
+    x = torch.rand(3, 2, 16, 16) * torch.tensor([0.1, 0.9]).view(1, 2, 1, 1)
+    out = ImageStandardize()(x)
+    assert torch.allclose(out.mean(dim=(2, 3)), torch.zeros(3, 2), atol=1e-5)
+    assert torch.allclose(out.std(dim=(2, 3), unbiased=False), torch.ones(3, 2), atol=1e-3)
+    blank = ImageStandardize()(torch.full((1, 1, 8, 8), 0.7))
+    assert blank.abs().max() < 1e-3  # finite and flat, not NaN
+
+
+def test_compact_ignores_exposure_unless_told_not_to():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 64, 64) * 0.5
+    brighter = x * 1.6 + 0.1  # another exposure and offset, same pattern
+    model = build_model("compact", in_channels=1, n_classes=3, image_size=64).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(brighter), atol=1e-4)
+    plain = Compact(1, 3, standardize=False).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(x), plain(brighter), atol=1e-2)

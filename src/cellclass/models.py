@@ -90,21 +90,50 @@ def _conv_bn(in_channels: int, out_channels: int, stride: int = 1, kernel: int =
     ]
 
 
+class ImageStandardize(nn.Module):
+    """Each image, each channel, to zero mean and unit sd: (B, C, H, W) -> (B, C, H, W).
+
+    Makes a model blind to exposure, gain and offset differences between fields, so it must
+    use the pattern (how many spots, how clustered) rather than the brightness. ``eps`` keeps
+    blank images finite (they come out all zero).
+    """
+
+    def __init__(self, eps: float = 1e-3):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+        var = ((x - mean) ** 2).mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
+        return (x - mean) / torch.sqrt(var + self.eps**2)
+
+
 class Compact(nn.Module):
-    """A small modern CNN for microscopy phenotypes: BatchNorm, early downsampling, global
-    average pooling.
+    """A small modern CNN for microscopy phenotypes: per-image standardisation, BatchNorm,
+    early downsampling, global average pooling.
 
     The stem halves the resolution twice before any wide layer (a 256x256 input is 64x64 by
     the first 32-channel block), so a run costs about twice the reference model on a CPU,
     not the ~15x of a network that stays wide at full resolution. Global average pooling
-    makes the head translation invariant: "how many aggregates", not "where".
+    makes the head translation invariant: "how many aggregates", not "where". The input is
+    standardised per image (`ImageStandardize`; ``standardize=False`` turns it off): on the
+    demo's hard phenotype this raised mean test accuracy from 67.5 % to 73.3 % over the same
+    3 seeds (see the strong recipe's notes).
     Input (B, C, H, W) float32 in [0, 1]; output (B, n_classes) logits.
     """
 
-    def __init__(self, in_channels: int, n_classes: int, widths=(24, 32, 64, 128), dropout=0.2):
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        widths=(24, 32, 64, 128),
+        dropout=0.2,
+        standardize: bool = True,
+    ):
         super().__init__()
         stem, first, second, third = widths
-        layers = _conv_bn(in_channels, stem, stride=2, kernel=5) + [nn.MaxPool2d(2)]
+        layers = [ImageStandardize()] if standardize else []
+        layers += _conv_bn(in_channels, stem, stride=2, kernel=5) + [nn.MaxPool2d(2)]
         layers += _conv_bn(stem, first) + _conv_bn(first, first) + [nn.MaxPool2d(2)]
         layers += _conv_bn(first, second) + _conv_bn(second, second) + [nn.MaxPool2d(2)]
         layers += _conv_bn(second, third) + _conv_bn(third, third)
