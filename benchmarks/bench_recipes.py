@@ -16,10 +16,12 @@ smaller sd.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from cellclass import results
 from cellclass.experiment import ExperimentSettings, run_experiment
 from cellclass.recipes import REFERENCE, STRONG
 from cellclass.summary import model_comparisons, summary_table
@@ -52,6 +54,7 @@ def main() -> None:
         out = run_experiment(settings)
         seconds = time.perf_counter() - started
         table, comparisons = summary_table(out), model_comparisons(out)
+        seconds_per_run = _seconds_per_run(results.read_table(out / "runs.csv"))
     print(f"{args.runs} runs per recipe, {args.image_size}-pixel inputs, {seconds:.0f} s in all")
     print(f"{'model':<12}{'test set':<10}{'mean':>8}{'sd':>8}{'ensemble':>10}")
     for row in table:
@@ -59,12 +62,25 @@ def main() -> None:
             f"{row['model']:<12}{row['dataset']:<10}{row['mean']:>8.1%}{row['sd']:>8.1%}"
             f"{row.get('ensemble', float('nan')):>10.1%}"
         )
+    reference = seconds_per_run.get(REFERENCE.label)
+    for model, run_seconds in seconds_per_run.items():
+        ratio = f"  ({run_seconds / reference:.1f}x {REFERENCE.label})" if reference else ""
+        print(f"{model:<12}{run_seconds:>8.0f} s per run (median){ratio}")
     for row in comparisons:
         print(
             f"{row['first']} vs {row['second']} on {row['dataset']}: "
             f"{row['runs_difference']:+.1%} (Welch p = {row['runs_p_value']:.3g}), "
             f"ensembles McNemar p = {row.get('mcnemar_p', float('nan')):.3g}"
         )
+
+
+def _seconds_per_run(rows: list[dict]) -> dict[str, float]:
+    """model -> median wall seconds of one run (training, every evaluation, checkpoint)."""
+    seconds: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if not int(row.get("control", 0)):
+            seconds.setdefault(row["model"], {})[int(row["run"])] = float(row["seconds"])
+    return {model: statistics.median(runs.values()) for model, runs in seconds.items()}
 
 
 if __name__ == "__main__":
