@@ -87,3 +87,32 @@ def test_compact_ignores_exposure_unless_told_not_to():
     plain = Compact(1, 3, standardize=False).eval()
     with torch.no_grad():
         assert not torch.allclose(plain(x), plain(brighter), atol=1e-2)
+
+
+@pytest.mark.parametrize("size", [64, 48])  # 48: ceil-mode pools with a ragged edge
+def test_badger_pooling_before_relu_is_the_studys_function_and_gradient(size):
+    torch.manual_seed(1)
+    model = build_model("badger", in_channels=3, n_classes=2, image_size=size)
+    # the study's order, conv -> ReLU -> pool, built from the same modules
+    study = []
+    for module in model.features:
+        if isinstance(module, torch.nn.MaxPool2d):
+            pool = module
+        elif isinstance(module, torch.nn.ReLU) and study[-1] is not None and pool is not None:
+            study += [torch.nn.ReLU(), pool]
+            pool = None
+        else:
+            study.append(module)
+            pool = None
+    study_model = torch.nn.Sequential(*study, model.classifier)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in study) == 8
+    x = torch.randn(4, 3, size, size)
+    y = torch.tensor([0, 1, 1, 0])
+    grads = []
+    for net in (model, study_model):
+        net.zero_grad()
+        out = net(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        grads.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][1], grads[1][1], strict=True))

@@ -157,7 +157,9 @@ def occlusion(
 
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU)  # rectify a conv's output
-_PASS_THROUGH = (nn.BatchNorm2d, nn.GroupNorm, nn.Dropout, nn.Dropout2d)  # between conv and it
+# Between a conv and its activation: normalisation, dropout, and max-pooling (the badger
+# model pools before its ReLU, which is the same function as pooling after it).
+_PASS_THROUGH = (nn.BatchNorm2d, nn.GroupNorm, nn.Dropout, nn.Dropout2d, nn.MaxPool2d)
 
 
 def conv_layers(model: nn.Module) -> list[nn.Module]:
