@@ -254,6 +254,12 @@ def test_cli_explain_arguments():
     )
     assert (args.run, args.tests, args.maps_only, args.images) == (2, ["t1"], True, None)
     assert build_parser().parse_args(["explain", "runs/a"]).paths == []
+    assert (
+        build_parser().parse_args(["explain", "a", "--adversarial-runs", "12"]).adversarial_runs
+        == 12
+    )
+    with pytest.raises(SystemExit):  # argparse: "--adversarial-runs: must be positive"
+        build_parser().parse_args(["explain", "a", "--adversarial-runs", "0"])
 
 
 def test_bad_settings_are_refused_before_any_work(tmp_path):

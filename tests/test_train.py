@@ -84,3 +84,27 @@ def test_same_seed_same_weights_different_seed_different():
     assert not all(
         torch.equal(p, q) for p, q in zip(a.model.parameters(), c.model.parameters(), strict=True)
     )
+
+
+def test_device_auto_takes_cuda_only_when_present(monkeypatch):
+    from cellclass.train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device cuda: no CUDA GPU"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="choose auto, cpu or cuda"):
+        resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_auto_precision_uses_bf16_only_on_a_capable_cuda_gpu(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert autocast_dtype("auto", cuda) == torch.bfloat16
+    assert autocast_dtype("auto", torch.device("cpu")) is None
+    assert autocast_dtype("fp32", cuda) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert autocast_dtype("auto", cuda) is None

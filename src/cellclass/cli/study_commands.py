@@ -118,6 +118,10 @@ def add_explain_parser(commands) -> None:
         help="images per test set in the attribution panels (default 8)",
     )  # fmt: skip
     what.add_argument(
+        "--adversarial-runs", type=positive(int), default=None, metavar="N",
+        help="runs per model attacked in the FGSM sweep (default 3; CPU time grows with it)",
+    )  # fmt: skip
+    what.add_argument(
         "--maps-only", action="store_true", help="only attribution maps: no calibration or probes"
     )
     what.add_argument("--seed", type=int, default=0, help="which images are drawn (default 0)")
@@ -195,7 +199,12 @@ def cmd_export(args) -> int:
 def cmd_explain(args) -> int:
     from cellclass.explain_step import ExplainSettings, explain_run, explain_section
 
-    given = {"run": args.run, "model": args.model, "n_images": args.images}
+    given = {
+        "run": args.run,
+        "model": args.model,
+        "n_images": args.images,
+        "adversarial_runs": args.adversarial_runs,
+    }
     settings = ExplainSettings(
         **{key: value for key, value in given.items() if value is not None},
         tests=tuple(args.tests), probes=not args.maps_only, seed=args.seed,
