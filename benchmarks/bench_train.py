@@ -12,9 +12,13 @@ resident memory.
 ``--keras`` runs the identical Keras model (same layers, Glorot init, Adam eps 1e-7) on the
 same arrays in the same process, alternating PyTorch and Keras repeats so both see the same
 machine load, and prints the ratios. TensorFlow is not a dependency of cellclass; install
-the reference into the same environment with::
+the reference into an environment of its own (measured with TensorFlow 2.21, Keras 3.15)::
 
-    pip install "tensorflow-cpu>=2.16"     # brings Keras 3
+    python3 -m venv .venv-keras
+    .venv-keras/bin/pip install -c constraints.txt -e . "tensorflow-cpu==2.21.0"
+    .venv-keras/bin/python benchmarks/bench_train.py --keras --repeats 5 --batches 5
+
+Peak memory then includes TensorFlow's (~1 GB more).
 
 Run it on a quiet machine: figures from a loaded machine are noise.
 """
