@@ -24,7 +24,7 @@ class DemoSettings:
     image_size: int = 128  # model input; the study used 256 (4x the compute on a laptop CPU)
     seed: int = 0  # seeds both the data and the runs
     recipes: tuple[str, ...] = ("reference", "strong")  # the study's recipe and the modern one
-    strong_epochs: int = 15  # the strong recipe's 24 epochs, shortened to fit the demo's budget
+    strong_epochs: int = 15  # the strong recipe's 20 epochs, shortened to fit the demo's budget
 
 
 REDUCTION_NOTE = (
