@@ -58,3 +58,19 @@ def test_release_ignores_in_memory_arrays():
     release_pages(array, 10)
     store = PixelStore(array, np.zeros((4, 1)), np.ones((4, 1)), 8, ())
     np.testing.assert_array_equal(read_rows(store, np.array([3, 1])), array[[3, 1]])
+
+
+def test_rows_of_a_file_backed_store_are_read_exactly_and_not_mapped(tmp_path):
+    pixels = _memmap(tmp_path)  # np.load: the data start after the .npy header
+    assert cache._mapped_file(pixels) is not None
+    store = PixelStore(pixels, np.zeros((64, 16)), np.ones((64, 16)), 8, ())
+    rows = np.array([63, 0, 17, 17, 5])
+    np.testing.assert_array_equal(read_rows(store, rows)[:, 0, 0, 0], rows)
+    view = PixelStore(pixels[10:20], np.zeros((10, 16)), np.ones((10, 16)), 8, ())
+    np.testing.assert_array_equal(read_rows(view, np.array([0, 9]))[:, 5, 5, 5], [10, 19])
+    if sys.platform == "linux":
+        release_pages(pixels)
+        before = _rss_file_mb()
+        for start in range(0, 64, 8):
+            read_rows(store, np.arange(start, start + 8))
+        assert _rss_file_mb() - before < 16  # 64 MB read, nothing of it mapped

@@ -342,16 +342,49 @@ def release_pages(array: np.ndarray, nbytes: int | None = None) -> None:
 
 
 def read_rows(store: PixelStore, rows: np.ndarray) -> np.ndarray:
-    """Copy rows of ``store.pixels`` ((B, S, S, C), native dtype) with bounded resident memory."""
-    out = np.asarray(store.pixels[rows])
-    release_pages(store.pixels, out.nbytes)
+    """Copy rows of ``store.pixels`` ((B, S, S, C), native dtype) without growing the
+    process's resident memory.
+
+    Rows of a store opened from its file are read with ``os.pread`` (through the OS page cache,
+    so still fast) instead of through the memory map: touching a mapped page can map a whole
+    large folio of the file (MBs), and one epoch would then count most of the cache file as
+    this process's memory. Other arrays (in memory, Ray object-store copies) are indexed.
+    """
+    pixels = store.pixels
+    source = _mapped_file(pixels)
+    if source is None:
+        out = np.asarray(pixels[rows])
+        release_pages(pixels, out.nbytes)
+        return out
+    path, offset = source
+    row_bytes = pixels.strides[0]
+    out = np.empty((len(rows), *pixels.shape[1:]), dtype=pixels.dtype)
+    with open(path, "rb", buffering=0) as handle:
+        for i, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
+            view = memoryview(out[i]).cast("B")
+            if os.preadv(handle.fileno(), [view], offset + row * row_bytes) != row_bytes:
+                raise OSError(f"{path}: pixel cache file is shorter than expected; delete it")
     return out
+
+
+def _mapped_file(pixels: np.ndarray) -> tuple[str, int] | None:
+    """(file, byte offset of row 0) when ``pixels`` is a whole C-ordered memmap of a file."""
+    handle = getattr(pixels, "_mmap", None)
+    filename = getattr(pixels, "filename", None)
+    if handle is None or filename is None or not pixels.flags.c_contiguous or not len(pixels):
+        return None
+    mapped_from = pixels.offset - pixels.offset % mmap.ALLOCATIONGRANULARITY  # file offset
+    base = np.frombuffer(handle, dtype=np.uint8)  # the whole mapping
+    into = pixels.ctypes.data - base.ctypes.data  # where row 0 lies in the mapping
+    if into < 0 or into + pixels.nbytes > len(base):
+        return None
+    return str(filename), int(mapped_from + into)
 
 
 def sample_pixels(store: PixelStore, *, max_images: int = 256) -> np.ndarray:
     """Evenly spaced images of the store, (M, S, S, C), to fit a dataset normalisation."""
     step = max(1, len(store.pixels) // max_images)
-    return np.asarray(store.pixels[::step][:max_images])
+    return read_rows(store, np.arange(0, len(store.pixels), step)[:max_images])
 
 
 def normalize_batch(
