@@ -4,8 +4,10 @@ Decoding a folder of PNG or TIFF files is the slow part of an epoch, so cellclas
 file once per experiment (and, thanks to the on-disk cache, once per machine): every image is
 read, its channels picked, resized to the model size and written in its *native* dtype
 (uint8 or uint16, never squashed) into one ``(N, S, S, C)`` array on disk. Training then reads
-batches straight from that memmap; normalisation to [0, 1] is a per-channel affine map applied
-to whole batches (see `normalize_batch`), so there is no per-image Python work in an epoch.
+the rows of each batch from that file with `read_rows` (``pread`` through the OS page cache, so
+resident memory stays flat however large the store); normalisation to [0, 1] is a per-channel
+affine map applied to whole batches (see `normalize_batch`), so no per-image work is done in
+Python.
 
 Decoding is also the verification: a corrupt or truncated file is found here, before any
 training starts, and reported with every other bad file in one `BadImagesError`.
