@@ -314,10 +314,9 @@ def _open_store(folder: Path, paths: list[Path]) -> PixelStore:
     return PixelStore(pixels, low, high, int(meta["bit_depth"]), kept, bad)
 
 
-# Bytes of a memmapped store read or written before its pages are dropped from this process's
-# resident set. They stay in the OS page cache, so reading them again costs a page fault, not
-# a disk read; without this, one epoch over 10,000 images of 256x256 RGB would count 2 GB of
-# file pages in the process's resident memory.
+# Bytes of a memmapped store written (while decoding) or read through the map (stores that
+# `read_rows` cannot pread) before its pages are dropped from this process's resident set.
+# They stay in the OS page cache, so touching them again costs a page fault, not a disk read.
 RELEASE_BYTES = 256 * 2**20
 _touched: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # mmap -> bytes since release
 
@@ -353,7 +352,7 @@ def read_rows(store: PixelStore, rows: np.ndarray) -> np.ndarray:
     this process's memory. Other arrays (in memory, Ray object-store copies) are indexed.
     """
     pixels = store.pixels
-    source = _mapped_file(pixels)
+    source = _mapped_file(pixels) if hasattr(os, "preadv") else None  # no preadv on Windows
     if source is None:
         out = np.asarray(pixels[rows])
         release_pages(pixels, out.nbytes)
