@@ -83,3 +83,12 @@ def test_tta_averages_probabilities_over_the_eight_views():
     assert torch.allclose(got, expected, atol=1e-6)
     assert torch.allclose(got.sum(1), torch.ones(3))
     assert not torch.allclose(got, torch.softmax(model(x), dim=1))
+
+
+def test_augmentations_keep_the_batch_on_its_device():
+    """Draws come from a CPU generator; everything applied to the batch follows its device
+    (a GPU batch once failed in jitter). The meta device stands in for CUDA here."""
+    settings = AugmentSettings(dihedral=True, intensity=0.2, contrast=0.2, crop=0.75)
+    x = torch.empty(4, 3, 16, 16, device="meta")
+    out = augment_batch(x, settings, torch.Generator().manual_seed(0))
+    assert out.device.type == "meta" and out.shape == x.shape

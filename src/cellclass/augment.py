@@ -52,8 +52,10 @@ def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 def jitter(x: torch.Tensor, intensity: float, contrast: float, generator: torch.Generator):
     """Per-image brightness gain and contrast change, clipped back to [0, 1]."""
     batch = x.shape[0]
+    # drawn on the generator's (CPU) device, so CPU and GPU runs see the same draws
     gain = 1 + intensity * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
     scale = 1 + contrast * (2 * torch.rand(batch, 1, 1, 1, generator=generator) - 1)
+    gain, scale = gain.to(x.device), scale.to(x.device)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
     return ((x - mean) * scale + mean) * gain
 

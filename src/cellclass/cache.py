@@ -403,8 +403,8 @@ def normalize_batch(
     if norm.mode == "image":
         lo, hi = low[:, :, None, None], high[:, :, None, None]  # (B, C, 1, 1)
     else:
-        lo = torch.tensor(norm.low, dtype=torch.float32)[None, :, None, None]
-        hi = torch.tensor(norm.high, dtype=torch.float32)[None, :, None, None]
+        lo = torch.tensor(norm.low, dtype=torch.float32, device=x.device)[None, :, None, None]
+        hi = torch.tensor(norm.high, dtype=torch.float32, device=x.device)[None, :, None, None]
     return ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp_(0.0, 1.0)
 
 
