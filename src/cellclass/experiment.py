@@ -71,7 +71,7 @@ class ExperimentSettings:
     ray_address: str | None = None  # Ray cluster to join ("auto", "ray://host:10001"); None: local
     cpus_per_run: float = 1.0  # CPUs reserved per run on Ray
     gpus_per_run: float = 0.0  # GPU share per run on Ray (0.25 packs four runs on one GPU)
-    precision: str = "auto"  # "auto" (fp32 on CPU, bf16 on capable GPUs), "fp32" or "bf16"
+    precision: str = "auto"  # "auto" (measured best: fp32 so far), "fp32" or "bf16" autocast
     cache_dir: str | None = None  # decoded-pixel cache; None: the user cache folder
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +61,24 @@ class RunResult:
     seconds: float  # whole run
 
 
+@contextmanager
+def deterministic_kernels():
+    """cuDNN restricted to deterministic kernels (no autotuning) inside, restored after.
+
+    On the CPU this changes nothing; on a GPU it makes a seed give the same numbers every
+    time, at some speed cost (see benchmarks/bench_train.py --device cuda --deterministic).
+    cuBLAS is deterministic on one stream; its workspace setting is fixed for good measure.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+
+
 def resolve_device(name: str) -> torch.device:
     """ "auto" picks CUDA when available; "cuda" without a GPU is an error."""
     if name == "auto":
@@ -91,17 +111,16 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision``, or None for plain fp32.
 
-    "auto" picks only what was validated to keep accuracy and gain speed: fp32 on CPUs (bf16
-    autocast ran slower with BatchNorm, and many CPUs lack bf16 units) and bf16 on CUDA GPUs
-    that support it. "bf16" forces bfloat16 autocast.
+    "auto" picks only what was measured to gain speed at equal accuracy, and so far that is
+    fp32 everywhere: on CPUs bf16 autocast ran slower with BatchNorm (and many CPUs lack bf16
+    units); on an NVIDIA H200, at the study's batch of 20 images, bf16 trained the reference
+    model 18 % slower than fp32 (3,802 vs 4,661 images/s, benchmarks/bench_train.py). "bf16"
+    forces bfloat16 autocast, e.g. for large batches of large images on a GPU. ``device`` is
+    where the model runs, for choices that depend on it.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe, steps: int):
@@ -167,11 +186,29 @@ def train_run(
         np.random.default_rng(seed),
         torch.Generator().manual_seed(seed),
         on_batch,
+        on_epoch,
         autocast_dtype(precision, torch_device),
     )
+    started = time.perf_counter()
+    with deterministic_kernels():  # same seed, same numbers on one GPU too
+        records, kept = _fit(model, optimizer, scheduler, train, evaluations, recipe, norm, state)
+        final = {
+            split.name: evaluate(
+                model, split, norm, batch_size=recipe.eval_batch_size, tta=recipe.tta
+            )
+            for split in evaluations
+        }
+    model.to("cpu", memory_format=torch.contiguous_format)
+    return RunResult(model, records, final, kept, time.perf_counter() - started)
+
+
+def _fit(model, optimizer, scheduler, train, evaluations, recipe, norm, state):
+    """The epochs: train, evaluate every split, keep the best or last weights in ``model``.
+
+    Returns the per-epoch records and the epoch whose weights were kept.
+    """
     records: list[EpochRecord] = []
     best = (-1.0, 0, None)  # (validation accuracy, epoch, weights)
-    started = time.perf_counter()
     for epoch in range(1, recipe.epochs + 1):
         epoch_records = [
             _train_epoch(model, optimizer, scheduler, train, recipe, norm, state, epoch)
@@ -179,26 +216,19 @@ def train_run(
         for split in evaluations:
             tick = time.perf_counter()
             result = evaluate(model, split, norm, batch_size=recipe.eval_batch_size)
+            seconds = time.perf_counter() - tick
             epoch_records.append(
-                EpochRecord(
-                    epoch, split.name, result.loss, result.accuracy, time.perf_counter() - tick
-                )
+                EpochRecord(epoch, split.name, result.loss, result.accuracy, seconds)
             )
             if split.name == "val" and result.accuracy > best[0]:
                 best = (result.accuracy, epoch, copy.deepcopy(model.state_dict()))
         records += epoch_records
-        if on_epoch is not None:
-            on_epoch(epoch_records)
-    kept = recipe.epochs
+        if state.on_epoch is not None:
+            state.on_epoch(epoch_records)
     if recipe.select == "best" and best[2] is not None:
         model.load_state_dict(best[2])
-        kept = best[1]
-    final = {
-        split.name: evaluate(model, split, norm, batch_size=recipe.eval_batch_size, tta=recipe.tta)
-        for split in evaluations
-    }
-    model.to("cpu", memory_format=torch.contiguous_format)
-    return RunResult(model, records, final, kept, time.perf_counter() - started)
+        return records, best[1]
+    return records, recipe.epochs
 
 
 @dataclass
@@ -206,6 +236,7 @@ class _Loop:
     rng: np.random.Generator  # batch order
     generator: torch.Generator  # augmentation draws
     on_batch: Callable[[int], None] | None  # progress callback
+    on_epoch: Callable[[list[EpochRecord]], None] | None  # per-epoch callback
     autocast: torch.dtype | None  # mixed-precision dtype for the forward pass, None: fp32
 
 

@@ -166,7 +166,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16"),
         default="auto",
-        help="auto: fp32 on CPU (validated), bf16 autocast on capable GPUs",
+        help="auto: what was measured fastest at equal accuracy (fp32 so far); bf16: autocast",
     )
     where = parser.add_argument_group("where runs are computed (same numbers everywhere)")
     where.add_argument(
