@@ -104,3 +104,15 @@ def test_ray_gives_the_local_numbers_and_retries_a_killed_worker(settings, tmp_p
         ray.shutdown()
     assert marker.read_text() == "killed"  # the first attempt of run 1 really died
     assert _numbers(out) == _numbers(local)
+
+
+def test_ray_refuses_gpu_shares_on_a_cluster_without_gpus(settings, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(ValueError, match="--gpus-per-run 0.25: the Ray cluster has 0 GPU"):
+            run_experiment(
+                replace(settings, out=str(tmp_path / "ray"), executor="ray", gpus_per_run=0.25)
+            )
+    finally:
+        ray.shutdown()

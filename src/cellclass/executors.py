@@ -103,6 +103,12 @@ def _run_on_ray(jobs, settings, data, out, observer) -> None:
     if started_here:
         ray.init(address=settings.ray_address, include_dashboard=False, log_to_driver=False)
     try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if settings.gpus_per_run > gpus:  # the tasks would wait for ever
+            raise ValueError(
+                f"--gpus-per-run {settings.gpus_per_run:g}: the Ray cluster has "
+                f"{gpus:g} GPU(s); use 0 or a cluster with GPUs"
+            )
         data_ref = ray.put(data)  # decoded pixels shipped once, shared by every task
         remote = ray.remote(
             num_cpus=settings.cpus_per_run,
