@@ -8,6 +8,7 @@ resident memory.
     python benchmarks/bench_train.py                      # badger, 256x256 RGB, batch 20
     python benchmarks/bench_train.py --channels 1 --repeats 7
     python benchmarks/bench_train.py --keras              # side by side with Keras, same data
+    python benchmarks/bench_train.py --device cuda --precision bf16 --batch-size 100
 
 ``--keras`` runs the identical Keras model (same layers, Glorot init, Adam eps 1e-7) on the
 same arrays in the same process, alternating PyTorch and Keras repeats so both see the same
@@ -38,7 +39,7 @@ import torch
 from cellclass.cache import PixelStore
 from cellclass.images import Normalization
 from cellclass.models import build_model
-from cellclass.train import Split, gather_batch
+from cellclass.train import PRECISIONS, Split, autocast_dtype, gather_batch, resolve_device
 
 
 def make_split(n_images: int, size: int, channels: int, seed: int, folder: Path) -> Split:
@@ -54,27 +55,41 @@ def make_split(n_images: int, size: int, channels: int, seed: int, folder: Path)
     return Split("bench", store, np.arange(n_images), labels)
 
 
-def torch_train_rate(model, optimizer, split, norm, batch_size: int, n_batches: int) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def torch_train_rate(model, optimizer, split, norm, batch_size: int, n_batches: int, autocast):
     model.train()
+    device = next(model.parameters()).device
+    synchronize(device)
     started = time.perf_counter()
-    labels = torch.from_numpy(split.labels)
+    labels = torch.from_numpy(split.labels).to(device)
     for b in range(n_batches):
         rows = np.arange(b * batch_size, (b + 1) * batch_size) % len(split.indices)
-        x = gather_batch(split, rows, norm, torch.device("cpu"))
-        loss = torch.nn.functional.cross_entropy(model(x), labels[rows])
+        x = gather_batch(split, rows, norm, device)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            logits = model(x).float()
+        loss = torch.nn.functional.cross_entropy(logits, labels[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        loss.item()  # as the training loop does: one sync per batch
+    synchronize(device)
     return n_batches * batch_size / (time.perf_counter() - started)
 
 
 @torch.inference_mode()
 def torch_infer_rate(model, split, norm, batch_size: int, n_batches: int) -> float:
     model.eval()
+    device = next(model.parameters()).device
+    synchronize(device)
     started = time.perf_counter()
     for b in range(n_batches):
         rows = np.arange(b * batch_size, (b + 1) * batch_size) % len(split.indices)
-        model(gather_batch(split, rows, norm, torch.device("cpu")))
+        model(gather_batch(split, rows, norm, device)).float().cpu()
+    synchronize(device)
     return n_batches * batch_size / (time.perf_counter() - started)
 
 
@@ -113,6 +128,10 @@ def keras_rates(model, split, batch_size: int, n_batches: int) -> tuple[float, f
     return train, n / (time.perf_counter() - started)
 
 
+def describe_device(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
 def describe(name: str, values: list[float]) -> str:
     return (
         f"{name:<28}{statistics.median(values):>9.1f} img/s  "
@@ -129,7 +148,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10, help="batches per repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--keras", action="store_true", help="also time the Keras reference")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic cuDNN kernels, as `cellclass train` uses them (GPU only)",
+    )
     args = parser.parse_args()
+    device = resolve_device(args.device)
+    autocast = autocast_dtype(args.precision, device)
+    torch.backends.cudnn.deterministic = args.deterministic
     torch.manual_seed(0)
     norm = Normalization("dataset", low=(0.0,) * args.channels, high=(255.0,) * args.channels)
     with tempfile.TemporaryDirectory() as folder:
@@ -139,16 +168,18 @@ def main() -> None:
         model = build_model(
             args.model, in_channels=args.channels, n_classes=2, image_size=args.size
         )
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(device, memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
         reference = keras_model(args.size, args.channels, 2) if args.keras else None
-        torch_train_rate(model, optimizer, split, norm, args.batch_size, 2)  # warm-up
+        torch_train_rate(model, optimizer, split, norm, args.batch_size, 2, autocast)  # warm-up
         rates: dict[str, list[float]] = {k: [] for k in ("train", "infer", "k_train", "k_infer")}
         if reference is not None:
             keras_rates(reference, split, args.batch_size, 2)  # warm-up / graph build
         for _ in range(args.repeats):  # alternate so both see the same machine load
             rates["train"].append(
-                torch_train_rate(model, optimizer, split, norm, args.batch_size, args.batches)
+                torch_train_rate(
+                    model, optimizer, split, norm, args.batch_size, args.batches, autocast
+                )
             )
             rates["infer"].append(
                 torch_infer_rate(model, split, norm, args.batch_size, args.batches)
@@ -159,7 +190,9 @@ def main() -> None:
                 rates["k_infer"].append(k_infer)
     print(
         f"{args.model}, {args.size}x{args.size}x{args.channels}, batch {args.batch_size}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {describe_device(device)}, "
+        f"{'bf16 autocast' if autocast else 'fp32'}"
+        + (", deterministic cuDNN" if args.deterministic and device.type == "cuda" else "")
     )
     print(describe("cellclass train", rates["train"]))
     print(describe("cellclass inference", rates["infer"]))
