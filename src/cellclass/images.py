@@ -3,7 +3,8 @@
 PNG, JPEG and BMP are decoded by Pillow; TIFF (8/12/16-bit, float, multi-channel, multi-page,
 ImageJ/OME hyperstacks) by tifffile. Pixels keep their native dtype (uint8, uint16, float32):
 nothing is rescaled on reading, so 12-bit camera data stays 0..4095, and how values map to
-[0, 1] is chosen explicitly with a `Normalization`.
+[0, 1] is chosen explicitly with a `Normalization`. Normalisation lives in
+`cellclass.normalization` and writing in `cellclass.image_writing`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,12 +12,9 @@ from __future__ import annotations
 import math
 import os
 import struct
-import uuid
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -24,8 +22,35 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from cellclass.image_writing import write_image
+from cellclass.normalization import (
+    NORMALIZATION_MODES,
+    Normalization,
+    fit_normalization,
+    image_percentiles,
+    normalize,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "NORMALIZATION_MODES",
+    "ImageMeta",
+    "ImageReadError",
+    "Normalization",
+    "effective_bit_depth",
+    "fit_normalization",
+    "image_meta",
+    "image_percentiles",
+    "normalize",
+    "parse_channels",
+    "read_image",
+    "resize",
+    "select_channels",
+    "to_display_uint8",
+    "write_image",
+]
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
-NORMALIZATION_MODES = ("dataset", "image", "bitdepth")
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -57,17 +82,6 @@ class ImageMeta:
     dtype: str  # numpy dtype name of the decoded pixels: "uint8", "uint16" or "float32"
     bit_depth: int  # effective bit depth (`effective_bit_depth`): 12 for 12-bit camera data
     n_pages: int  # pages that `page` can select (1 for a single image)
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """How raw pixel values map to [0, 1] network input; saved with every trained model."""
-
-    mode: str  # "dataset": one range from training pixels, keeps brightness differences;
-    # "image": each image stretched to its own percentiles; "bitdepth": 0 .. 2**bits - 1
-    low: tuple[float, ...] = ()  # per channel, maps to 0; empty for "image" (per image)
-    high: tuple[float, ...] = ()  # per channel, maps to 1
-    percentiles: tuple[float, float] = (0.5, 99.5)  # for "dataset"/"image": ignore hot pixels
 
 
 # ----------------------------------------------------------------------------- reading
@@ -344,189 +358,6 @@ def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
 
 def _is_positive_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool) and value > 0
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write (H, W) or (H, W, C) pixels so that `read_image` reads them back identically.
-
-    ``.tif``/``.tiff``: uint8, uint16 or float32 with any C. ``.png``: uint8 with C in (1, 3, 4)
-    or uint16 with C == 1. Atomic: a hidden temporary file in the same folder is renamed over
-    `path`, so readers never see half a file. Other combinations raise ValueError.
-    """
-    path = Path(path)
-    image = np.asarray(image)
-    image = image.astype(image.dtype.newbyteorder("="), copy=False)  # native byte order
-    image = image[:, :, np.newaxis] if image.ndim == 2 else image
-    if image.ndim != 3 or 0 in image.shape:
-        raise ValueError(f"{path}: write_image needs (H, W) or (H, W, C) pixels, got {image.shape}")
-    suffix, n_channels, dtype = path.suffix.lower(), image.shape[2], image.dtype.name
-    if suffix in (".tif", ".tiff"):
-        if dtype not in ("uint8", "uint16", "float32"):
-            raise ValueError(
-                f"{path}: TIFF is written for uint8, uint16 or float32 pixels, got {dtype}; "
-                "convert first, e.g. image.astype(np.float32)"
-            )
-        _replace_atomically(path, lambda file: _save_tiff(file, image))
-    elif suffix == ".png":
-        if (dtype, n_channels) not in (("uint8", 1), ("uint8", 3), ("uint8", 4), ("uint16", 1)):
-            raise ValueError(
-                f"{path}: PNG holds uint8 with 1, 3 or 4 channels or uint16 with 1 channel, not "
-                f"{dtype} with {n_channels} channel(s); use a .tif path instead"
-            )
-        pixels = Image.fromarray(image[:, :, 0] if n_channels == 1 else image)
-        _replace_atomically(path, lambda file: pixels.save(file, format="PNG"))
-    else:
-        raise ValueError(f"{path}: write_image writes .png, .tif or .tiff files, not {suffix!r}")
-
-
-def _save_tiff(file: BinaryIO, image: np.ndarray) -> None:
-    if image.shape[2] == 1:
-        tifffile.imwrite(file, image[:, :, 0], photometric="minisblack")
-    else:  # channels-last in one page; read back through the S (samples) axis
-        photometric = "rgb" if image.shape[2] in (3, 4) else "minisblack"
-        tifffile.imwrite(file, image, photometric=photometric, planarconfig="contig")
-
-
-def _replace_atomically(path: Path, save: Callable[[BinaryIO], None]) -> None:
-    """Run `save` on a hidden temporary file next to `path`, then rename it to `path`."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            save(file)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-# ----------------------------------------------------------------------------- normalisation
-
-
-def fit_normalization(
-    mode: str,
-    sample: np.ndarray,
-    *,
-    bit_depth: int,
-    percentiles: tuple[float, float] = (0.5, 99.5),
-) -> Normalization:
-    """Fit a normalisation on training pixels.
-
-    Parameters
-    ----------
-    mode : {"dataset", "image", "bitdepth"}
-    sample : (N, H, W, C) ndarray, any dtype
-        Pixels of training images only. "dataset" takes per-channel percentiles over all of it.
-    bit_depth : int
-        For "bitdepth": 1 to 16 (range 0 .. 2**bit_depth - 1), or 32 for float data in [0, 1].
-    percentiles : (float, float), optional
-        Low and high percentiles for "dataset" and "image".
-
-    Returns
-    -------
-    norm : Normalization
-        A constant channel gets high = low + 1 instead of a division by zero.
-    """
-    _check_mode(mode)
-    percentiles = _checked_percentiles(percentiles)
-    sample = np.asarray(sample)
-    if sample.ndim != 4 or sample.size == 0:
-        raise ValueError(f"fit_normalization needs (N, H, W, C) pixels, got shape {sample.shape}")
-    n_channels = sample.shape[3]
-    if mode == "image":
-        return Normalization(mode, percentiles=percentiles)
-    if mode == "bitdepth":
-        if not (1 <= bit_depth <= 16 or bit_depth == 32):
-            raise ValueError(f"bit_depth must be 1 to 16, or 32 for float data, got {bit_depth}")
-        top = 1.0 if bit_depth == 32 else float(2**bit_depth - 1)
-        return Normalization(mode, (0.0,) * n_channels, (top,) * n_channels, percentiles)
-    low, high = np.percentile(sample.reshape(-1, n_channels), percentiles, axis=0)  # (C,) each
-    high = np.where(high > low, high, low + 1)
-    return Normalization(mode, tuple(map(float, low)), tuple(map(float, high)), percentiles)
-
-
-def image_percentiles(
-    images: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image, per-channel percentiles: (N, H, W, C) any dtype -> low, high (N, C) float32."""
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"image_percentiles needs (N, H, W, C) pixels, got shape {images.shape}")
-    flat = images.reshape(images.shape[0], -1, images.shape[3])  # (N, H*W, C)
-    low, high = np.percentile(flat, _checked_percentiles(percentiles), axis=1)  # (N, C) each
-    return low.astype(np.float32), high.astype(np.float32)
-
-
-def normalize(
-    images: np.ndarray,
-    norm: Normalization,
-    *,
-    low: np.ndarray | None = None,
-    high: np.ndarray | None = None,
-) -> np.ndarray:
-    """Map pixels to [0, 1] as ``(x - low) / (high - low)``, clipped.
-
-    Parameters
-    ----------
-    images : (H, W, C) or (N, H, W, C) ndarray, any dtype
-    norm : Normalization
-    low, high : (C,) or (N, C) array_like, optional
-        Override the range, e.g. per-image percentiles already computed for "image" mode
-        (otherwise computed here). Give both or neither.
-
-    Returns
-    -------
-    normalized : ndarray, float32, shape of `images`, values in [0, 1]
-    """
-    images = np.asarray(images)
-    if images.ndim not in (3, 4):
-        raise ValueError(f"normalize needs (H, W, C) or (N, H, W, C) pixels, got {images.shape}")
-    batch = images if images.ndim == 4 else images[np.newaxis]  # (N, H, W, C)
-    low, high = _normalization_range(batch, norm, low, high)  # (N or 1, 1, 1, C) each
-    out = batch.astype(np.float32)
-    out -= low
-    out /= high - low
-    np.clip(out, 0.0, 1.0, out=out)
-    return out if images.ndim == 4 else out[0]
-
-
-def _normalization_range(batch: np.ndarray, norm: Normalization, low, high) -> tuple:
-    """Resolve low and high for `normalize` as float32 arrays shaped (N or 1, 1, 1, C)."""
-    _check_mode(norm.mode)
-    if (low is None) != (high is None):
-        raise ValueError("normalize: give both low and high, or neither")
-    if low is None and norm.mode == "image":
-        low, high = image_percentiles(batch, norm.percentiles)
-    elif low is None:
-        low, high = norm.low, norm.high
-        if not low or len(low) != len(high):
-            raise ValueError(
-                f"Normalization(mode={norm.mode!r}) lacks per-channel low/high; "
-                "build it with fit_normalization"
-            )
-    low, high = np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
-    n_images, n_channels = batch.shape[0], batch.shape[3]
-    if low.shape[-1] != n_channels or (low.ndim == 2 and low.shape[0] not in (1, n_images)):
-        raise ValueError(
-            f"normalization range has shape {low.shape} but the images have {n_channels} "
-            "channel(s); use the channels the normalisation was fitted on"
-        )
-    low, high = low.reshape(-1, 1, 1, n_channels), high.reshape(-1, 1, 1, n_channels)
-    return low, np.where(high > low, high, low + 1)
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in NORMALIZATION_MODES:
-        modes = ", ".join(NORMALIZATION_MODES)
-        raise ValueError(f"unknown normalisation mode {mode!r}; choose one of {modes}")
-
-
-def _checked_percentiles(percentiles: tuple[float, float]) -> tuple[float, float]:
-    low, high = (float(p) for p in percentiles)
-    if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
-    return low, high
 
 
 # ----------------------------------------------------------------------------- display

@@ -7,21 +7,18 @@ URI and the CSS inline, so the file can be mailed, archived or printed on its ow
 
 `find_warnings` turns the tables into plain-language warnings shown at the top of the
 report (memorisation, chance-level accuracy, class imbalance, run-to-run spread, leakage).
+Pieces that need no images are in `cellclass.report_parts`; rendering in `cellclass.report_html`.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from cellclass import figures, results
@@ -33,9 +30,17 @@ from cellclass.cache import (
 )
 from cellclass.checks import ReportWarning, find_warnings, summary_rows
 from cellclass.folders import FolderError, FolderIndex, scan_folder
-from cellclass.metrics import confusion_matrix, expected_calibration_error, reliability_bins
-from cellclass.probes import load_temperatures, recalibrate
-from cellclass.summary import model_comparisons, summary_table
+from cellclass.probes import load_temperatures
+from cellclass.report_html import _data_table, _ensembles, _flatten, _human_comparisons, _render
+from cellclass.report_parts import (
+    _explain,
+    _figure,
+    _place_beside_panels,
+    _pooled_figures,
+    _slug,
+    calibrated_rows,
+)
+from cellclass.summary import model_comparisons
 
 __all__ = [
     "ReportWarning",
@@ -174,25 +179,6 @@ def write_preview(
     return figures.preview_grid(images, [names[i] for i in chosen], out_path, title=title)
 
 
-def _slug(*names: str) -> str:
-    """A file-name-safe join of names: "badger", "test A" -> "badger-test-A"."""
-    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-.") for name in names)
-
-
-def _figure(path: Path, title: str, caption: str, file: str | None = None) -> dict:
-    """A figure entry for the template, with the PNG embedded as a base64 data URI.
-
-    file : where the PNG lies, relative to the results folder (default ``figures/<name>``).
-    """
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return {
-        "title": title,
-        "caption": caption,
-        "file": file or f"figures/{path.name}",
-        "src": f"data:image/png;base64,{encoded}",
-    }
-
-
 def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> list[dict]:
     """Accuracy box plot (when there are test sets) and training curves (when there are epochs)."""
     entries = []
@@ -257,23 +243,6 @@ def _preview_figure(data: Results, out: Path, rng, notes: list) -> list[dict]:
     return [_figure(path, "Training images", "After the loading and normalisation the model sees.")]
 
 
-def calibrated_rows(rows: list[dict], class_names: list[str], temperature: float) -> list[dict]:
-    """predictions.csv rows with ``p_<class>`` and ``confidence`` temperature-scaled, as
-    `cellclass predict` reports them for the same run; rows without probabilities unchanged."""
-    columns = [f"p_{name}" for name in class_names]
-    out = []
-    for row in rows:
-        probs = np.array([[row.get(c, math.nan) for c in columns]], dtype=np.float64)  # (1, K)
-        if not np.isfinite(probs).all():
-            out.append(row)
-            continue
-        scaled = recalibrate(probs / probs.sum(), temperature)[0]  # (K,)
-        new = {**row, **dict(zip(columns, scaled.tolist(), strict=True))}
-        new["confidence"] = float(scaled[class_names.index(row["predicted"])])
-        out.append(new)
-    return out
-
-
 def _panel_figures(
     rows, label: str, data: Results, out: Path, rng, temperature: float | None = None
 ) -> list[dict]:
@@ -314,38 +283,6 @@ def _panel_figures(
     return entries
 
 
-def _pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list[dict]:
-    """Confusion matrix and reliability diagram of all (non-control) runs on one test set."""
-    index = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted({r[key] for r in rows for key in ("true", "predicted")} - set(index))
-    if unknown:
-        raise ValueError(
-            f"predictions.csv names classes {unknown} missing from config.json "
-            f"class_names {class_names}; the results folder is inconsistent"
-        )
-    y_true = np.array([index[r["true"]] for r in rows])  # (N,)
-    y_pred = np.array([index[r["predicted"]] for r in rows])  # (N,)
-    n_runs = len({r["run"] for r in rows})
-    matrix = confusion_matrix(y_true, y_pred, len(class_names))
-    path = figures.confusion_figure(
-        matrix, class_names, out / f"confusion-{_slug(label)}.png", title=label
-    )
-    pooled = f"All images of {n_runs} run{'' if n_runs == 1 else 's'} pooled."
-    entries = [_figure(path, "Confusion matrix", pooled)]
-    columns = [f"p_{name}" for name in class_names]
-    probs = np.array([[r.get(column, math.nan) for column in columns] for r in rows])  # (N, K)
-    if np.isfinite(probs).all():
-        probs /= probs.sum(axis=1, keepdims=True)  # undo rounding in the CSV
-        bins = reliability_bins(probs, y_true)
-        ece = expected_calibration_error(probs, y_true)
-        path = figures.reliability_figure(
-            bins, ece, out / f"reliability-{_slug(label)}.png", title=label
-        )
-        question = "Is “95 % confident” right 95 % of the time? Bars on the diagonal mean yes."
-        entries.append(_figure(path, "Calibration", f"{question} {pooled}"))
-    return entries
-
-
 def _test_sections(
     data: Results, out: Path, rng: np.random.Generator, notes: list, temperatures: dict
 ) -> list[dict]:
@@ -381,113 +318,12 @@ def _test_sections(
 
 
 # ---------------------------------------------------------------- HTML
-def _percent(value) -> str:
-    """Jinja filter: 0.9612 -> "96.1 %"; NaN or None -> "–"."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    return f"{100 * value:.1f} %"
-
-
-def _flatten(data: dict, prefix: str = "") -> list[tuple[str, str]]:
-    """Nested settings as (dotted key, text) rows, in file order."""
-    rows = []
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            rows += _flatten(value, f"{name}.")
-        else:
-            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-            rows.append((name, "–" if value is None else text))
-    return rows
-
-
-def _data_table(config: dict) -> dict:
-    """Images per class in the training folder and each test folder, with totals."""
-    sets = {"train": config.get("train", {}), **config.get("tests", {})}
-    rows = [
-        [index, name, *(info.get("class_counts", {}).get(name, 0) for info in sets.values())]
-        for index, name in enumerate(config["class_names"])
-    ]
-    totals = ["", "total", *(info.get("n_images", "–") for info in sets.values())]
-    return {
-        "columns": list(sets),
-        "rows": rows,
-        "totals": totals,
-        "paths": {name: info.get("path", "–") for name, info in sets.items()},
-    }
-
-
-def _render(context: dict) -> str:
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("cellclass", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters["percent"] = _percent
-    return environment.get_template("report.html.j2").render(context)
 
 
 def _count_runs(data: Results, *, control: int) -> int:
     """Number of distinct (model, run) trainings of one kind in runs.csv and epochs.csv."""
     rows = data.runs + data.epochs
     return len({(r["model"], r["run"]) for r in rows if int(r["control"]) == control})
-
-
-def _ensembles(run_dir: Path) -> dict:
-    """(model, dataset) -> ensemble accuracy and the p-value against control runs."""
-    return {
-        (row["model"], row["dataset"]): row for row in summary_table(run_dir) if "ensemble" in row
-    }
-
-
-def _explain(run_dir: Path) -> dict | None:
-    """The attribution / calibration / fragility / confound section, when `cellclass explain`
-    (or ``train --explain``) has run on this folder."""
-    if not (run_dir / "explain" / "explain.json").is_file():
-        return None
-    from cellclass.explain_step import explain_section
-
-    section = explain_section(run_dir)
-    figures = [
-        {
-            **_figure(path, f["title"], f["caption"], str(path.relative_to(run_dir.resolve()))),
-            "dataset": f["dataset"],
-        }
-        for f in section["figures"]
-        for path in [Path(f["path"])]
-    ]
-    return {"title": section["title"], "figures": figures, "notes": section["notes"]}
-
-
-def _place_beside_panels(sections: list[dict], explain: dict | None) -> None:
-    """Move the explain figures of one test set (attribution maps, adversarial examples) into
-    that test set's section, right after its prediction panels; the rest stay in ``explain``."""
-    if not explain:
-        return
-    kept, moved = [], 0
-    for entry in explain["figures"]:
-        target = next((s for s in sections if s["dataset"] == entry["dataset"]), None)
-        if entry["dataset"] is None or target is None:
-            kept.append(entry)
-            continue
-        target["figures"].insert(target["n_panels"], entry)
-        target["n_panels"] += 1
-        moved += 1
-    explain["figures"] = kept
-    if moved:
-        explain["notes"].insert(
-            0,
-            "Attribution maps and adversarial examples are shown in each test set's section, "
-            "beside its prediction panels.",
-        )
-
-
-def _human_comparisons(run_dir: Path) -> list[dict]:
-    """Every ``compare-*.json`` written by `cellclass compare`, newest last."""
-    found = sorted(run_dir.glob("compare-*.json"), key=lambda p: p.stat().st_mtime)
-    return [results.read_json(path) for path in found]
 
 
 def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
