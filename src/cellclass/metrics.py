@@ -8,97 +8,47 @@ Plain numpy in, plain numbers out. Conventions used by every function:
   right, paired image by image.
 
 Bad input raises ValueError with a one-line message saying what was wrong.
+Calibration lives in `cellclass.metrics_calibration` (re-exported here) and the shared
+input checks in `cellclass.metrics_inputs`.
 """
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize, special, stats
+from scipy import stats
 
-_TEMPERATURE_BOUNDS = (0.01, 100.0)  # search range of fit_temperature; wide enough for CNNs
+from cellclass.metrics_calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+    softmax,
+)
+from cellclass.metrics_inputs import (
+    _flag_pair,
+    _label_pair,
+    _labels,
+    _level,
+    _positive_int,
+    _values,
+)
 
-
-# ---------------------------------------------------------------- input checks (private)
-def _labels(name: str, values: ArrayLike, n_classes: int | None = None) -> np.ndarray:
-    """Return `values` as a non-empty (N,) int64 array of labels in 0..n_classes-1."""
-    array = np.asarray(values)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array of labels, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer class labels, got dtype {array.dtype}")
-    if array.min() < 0:
-        raise ValueError(f"{name} has label {array.min()}; labels must be >= 0")
-    if n_classes is not None:
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int | np.integer):
-            raise ValueError(f"n_classes must be an int, got {n_classes!r}")
-        if array.max() >= n_classes:
-            raise ValueError(
-                f"{name} has label {array.max()} but n_classes is {n_classes}; "
-                f"labels must be 0..{n_classes - 1}"
-            )
-    return array.astype(np.int64)
-
-
-def _same_length(names: tuple[str, str], a: np.ndarray, b: np.ndarray, noun: str) -> None:
-    if len(a) != len(b):
-        raise ValueError(f"{names[0]} has {len(a)} {noun} but {names[1]} has {len(b)}")
-
-
-def _label_pair(
-    a: ArrayLike, b: ArrayLike, n_classes: int | None = None, names=("y_true", "y_pred")
-) -> tuple[np.ndarray, np.ndarray]:
-    """Check two equal-length label arrays; returns both as (N,) int64."""
-    a, b = _labels(names[0], a, n_classes), _labels(names[1], b, n_classes)
-    _same_length(names, a, b, "labels")
-    return a, b
-
-
-def _flag_pair(correct_a: ArrayLike, correct_b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Check two equal-length (N,) arrays of bools (or 0/1); returns both as bool."""
-    flags = []
-    for name, values in (("correct_a", correct_a), ("correct_b", correct_b)):
-        array = np.asarray(values)
-        if array.ndim != 1 or array.size == 0:
-            raise ValueError(f"{name} must be a non-empty 1-D array of bools, got {array.shape}")
-        if array.dtype != bool and not np.isin(array, (0, 1)).all():
-            raise ValueError(f"{name} must hold bools (or 0/1), got values like {array[:3]}")
-        flags.append(array.astype(bool))
-    _same_length(("correct_a", "correct_b"), *flags, "images")
-    return flags[0], flags[1]
-
-
-def _values(name: str, values: ArrayLike) -> np.ndarray:
-    """Return `values` as a non-empty, finite (N,) float64 array."""
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return array
-
-
-def _scores(name: str, scores: ArrayLike, y_true: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Check finite (N, K) float scores against (N,) labels below K."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N images, K classes), got shape {scores.shape}")
-    if not np.isfinite(scores).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    y_true = _labels("y_true", y_true, scores.shape[1])
-    if scores.shape[0] != y_true.size:
-        raise ValueError(f"{name} has {scores.shape[0]} rows but y_true has {y_true.size} labels")
-    return scores, y_true
-
-
-def _level(level: float) -> float:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
-    return float(level)
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+__all__ = [
+    "accuracy",
+    "agreement",
+    "bootstrap_difference",
+    "cohen_kappa",
+    "confusion_matrix",
+    "empirical_p_value",
+    "expected_calibration_error",
+    "fit_temperature",
+    "mcnemar_exact",
+    "mean_interval",
+    "per_class_scores",
+    "reliability_bins",
+    "softmax",
+    "summarize",
+    "welch_t_test",
+    "wilson_interval",
+]
 
 
 # ---------------------------------------------------------------- classification scores
@@ -162,109 +112,6 @@ def per_class_scores(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> di
     both = precision + recall
     f1 = np.divide(2 * precision * recall, both, out=zeros.copy(), where=both > 0)
     return {"precision": precision, "recall": recall, "f1": f1, "support": support}
-
-
-# ---------------------------------------------------------------- calibration
-def softmax(logits: ArrayLike, *, temperature: float = 1.0) -> np.ndarray:
-    """Numerically stable softmax of ``logits / temperature`` over the last axis.
-
-    Parameters
-    ----------
-    logits : (..., K) ndarray of float
-    temperature : float, optional
-        Positive; > 1 softens the probabilities, < 1 sharpens them.
-
-    Returns
-    -------
-    (..., K) ndarray of float64, rows summing to 1
-    """
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number, got {temperature}")
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    return special.softmax(scaled, axis=-1)  # subtracts the row max before exp
-
-
-def reliability_bins(probs: ArrayLike, y_true: ArrayLike, *, n_bins: int = 15) -> dict:
-    """Group images into equal-width bins over [0, 1] of confidence (max probability).
-
-    Bin i holds confidences in ``(edges[i], edges[i+1]]``; the first also holds 0. The
-    predicted class is the argmax (ties go to the lowest class index).
-
-    Parameters
-    ----------
-    probs : (N, K) ndarray of float, non-negative rows summing to 1
-    y_true : (N,) ndarray of int
-    n_bins : int, optional
-
-    Returns
-    -------
-    dict
-        ``"confidence"``, ``"accuracy"``: (n_bins,) float64 means per bin, NaN where the bin
-        is empty; ``"count"``: (n_bins,) int64; ``"edges"``: (n_bins + 1,) float64.
-    """
-    probs, y_true = _scores("probs", probs, y_true)
-    n_bins = _positive_int("n_bins", n_bins)
-    row_sums = probs.sum(axis=1)
-    if (probs < 0).any() or not np.allclose(row_sums, 1.0, atol=1e-3):
-        bad = int(np.argmax(np.abs(row_sums - 1.0)))
-        raise ValueError(
-            f"probs must be non-negative rows summing to 1 (row {bad} sums to "
-            f"{row_sums[bad]:.4g}); pass softmax(logits), not logits"
-        )
-    confidence = probs.max(axis=1)  # (N,)
-    correct = probs.argmax(axis=1) == y_true  # (N,)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    index = np.searchsorted(edges[1:-1], confidence, side="left")  # (N,) in 0..n_bins-1
-    count = np.bincount(index, minlength=n_bins).astype(np.int64)
-    bins = {"count": count, "edges": edges}
-    with np.errstate(invalid="ignore"):  # empty bins: 0 / 0 = NaN on purpose
-        bins["confidence"] = np.bincount(index, weights=confidence, minlength=n_bins) / count
-        bins["accuracy"] = np.bincount(index, weights=correct, minlength=n_bins) / count
-    return bins
-
-
-def expected_calibration_error(probs: ArrayLike, y_true: ArrayLike, *, n_bins: int = 15) -> float:
-    """Expected calibration error in [0, 1]: sum over confidence bins of share * |acc - conf|.
-
-    0 when the mean confidence matches the accuracy in every bin.
-
-    Parameters
-    ----------
-    probs : (N, K) ndarray of float, non-negative rows summing to 1
-    y_true : (N,) ndarray of int
-    n_bins : int, optional
-        Number of equal-width confidence bins, as in `reliability_bins`.
-    """
-    bins = reliability_bins(probs, y_true, n_bins=n_bins)
-    used = bins["count"] > 0
-    gaps = np.abs(bins["accuracy"][used] - bins["confidence"][used])
-    return float(np.sum(bins["count"][used] * gaps) / bins["count"].sum())
-
-
-def fit_temperature(logits: ArrayLike, y_true: ArrayLike) -> float:
-    """Temperature T > 0 (a float) minimising the mean NLL of softmax(logits / T).
-
-    Fit on held-out images, then use ``softmax(logits, temperature=T)``. The bounded search
-    runs over log T for T in [0.01, 100]. On perfectly separated data the NLL keeps falling
-    as T -> 0, so the T returned there is merely "small" and not meaningful.
-
-    Parameters
-    ----------
-    logits : (N, K) ndarray of float
-    y_true : (N,) ndarray of int
-    """
-    logits, y_true = _scores("logits", logits, y_true)
-    true_logit = logits[np.arange(y_true.size), y_true]  # (N,)
-
-    def mean_nll(log_t: float) -> float:
-        scale = np.exp(-log_t)
-        return float(np.mean(special.logsumexp(logits * scale, axis=1) - true_logit * scale))
-
-    bounds = np.log(_TEMPERATURE_BOUNDS)
-    result = optimize.minimize_scalar(
-        mean_nll, bounds=bounds, method="bounded", options={"xatol": 1e-6}
-    )
-    return float(np.exp(result.x))
 
 
 # ---------------------------------------------------------------- intervals and summaries
