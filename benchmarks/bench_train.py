@@ -37,9 +37,17 @@ import numpy as np
 import torch
 
 from cellclass.cache import PixelStore
+from cellclass.chunks import chunk_images, in_chunks, last_level_cache_bytes, mixes_images
 from cellclass.images import Normalization
 from cellclass.models import build_model
-from cellclass.train import PRECISIONS, Split, autocast_dtype, gather_batch, resolve_device
+from cellclass.train import (
+    PRECISIONS,
+    Split,
+    autocast_dtype,
+    gather_batch,
+    resolve_device,
+    train_step,
+)
 
 
 def make_split(n_images: int, size: int, channels: int, seed: int, folder: Path) -> Split:
@@ -61,34 +69,34 @@ def synchronize(device: torch.device) -> None:
 
 
 def torch_train_rate(model, optimizer, split, norm, batch_size: int, n_batches: int, autocast):
+    """Training steps exactly as `cellclass.train` takes them (cache-sized chunks included)."""
     model.train()
     device = next(model.parameters()).device
+    chunk = (
+        None if mixes_images(model) else chunk_images(model, split.store.pixels.shape[1], device)
+    )
     synchronize(device)
     started = time.perf_counter()
     labels = torch.from_numpy(split.labels).to(device)
     for b in range(n_batches):
         rows = np.arange(b * batch_size, (b + 1) * batch_size) % len(split.indices)
         x = gather_batch(split, rows, norm, device)
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            logits = model(x).float()
-        loss = torch.nn.functional.cross_entropy(logits, labels[rows])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # as the training loop does: one sync per batch
+        train_step(model, optimizer, x, labels[rows], autocast=autocast, chunk=chunk)
     synchronize(device)
     return n_batches * batch_size / (time.perf_counter() - started)
 
 
 @torch.inference_mode()
 def torch_infer_rate(model, split, norm, batch_size: int, n_batches: int) -> float:
+    """Inference as `cellclass.train.predict_logits` runs it (cache-sized chunks included)."""
     model.eval()
     device = next(model.parameters()).device
+    chunk = chunk_images(model, split.store.pixels.shape[1], device)
     synchronize(device)
     started = time.perf_counter()
     for b in range(n_batches):
         rows = np.arange(b * batch_size, (b + 1) * batch_size) % len(split.indices)
-        model(gather_batch(split, rows, norm, device)).float().cpu()
+        in_chunks(model, gather_batch(split, rows, norm, device), chunk).float().cpu()
     synchronize(device)
     return n_batches * batch_size / (time.perf_counter() - started)
 
@@ -193,6 +201,12 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {describe_device(device)}, "
         f"{'bf16 autocast' if autocast else 'fp32'}"
         + (", deterministic cuDNN" if args.deterministic and device.type == "cuda" else "")
+    )
+    chunk = chunk_images(model, args.size, device)
+    print(
+        f"images per forward pass: inference {chunk or args.batch_size}, training "
+        f"{args.batch_size if mixes_images(model) else chunk or args.batch_size} "
+        f"(last-level cache {last_level_cache_bytes() >> 20} MiB)"
     )
     print(describe("cellclass train", rates["train"]))
     print(describe("cellclass inference", rates["infer"]))

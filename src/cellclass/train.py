@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 
 from cellclass.augment import augment_batch, tta_probabilities
 from cellclass.cache import PixelStore, normalize_batch, read_rows
+from cellclass.chunks import chunk_images, in_chunks, mixes_images
 from cellclass.images import Normalization
 from cellclass.models import build_model
 from cellclass.recipes import Recipe
@@ -160,6 +162,7 @@ def train_run(
     precision: str = "auto",
     on_batch: Callable[[int], None] | None = None,
     on_epoch: Callable[[list[EpochRecord]], None] | None = None,
+    test_every: int = 1,
 ) -> RunResult:
     """Train one model from scratch and evaluate it after every epoch.
 
@@ -171,7 +174,11 @@ def train_run(
     precision : "auto", "fp32" or "bf16" (see `autocast_dtype`).
     on_batch : called with the number of images after every training batch (progress bars).
     on_epoch : called with the epoch's records (train, then every evaluation split).
+    test_every : test splits (all but "val") are evaluated after every ``test_every``-th
+        epoch and the last one; fewer points on their curves, the same final results.
     """
+    if test_every < 1:
+        raise ValueError(f"--test-every {test_every}: give a whole number of epochs, 1 or more")
     torch_device = resolve_device(device)
     torch.manual_seed(seed)
     model = build_model(
@@ -188,24 +195,29 @@ def train_run(
         on_batch,
         on_epoch,
         autocast_dtype(precision, torch_device),
+        test_every,
     )
     started = time.perf_counter()
     with deterministic_kernels():  # same seed, same numbers on one GPU too
-        records, kept = _fit(model, optimizer, scheduler, train, evaluations, recipe, norm, state)
-        final = {
-            split.name: evaluate(
-                model, split, norm, batch_size=recipe.eval_batch_size, tta=recipe.tta
-            )
-            for split in evaluations
-        }
+        records, kept, last = _fit(
+            model, optimizer, scheduler, train, evaluations, recipe, norm, state
+        )
+        if kept != recipe.epochs or recipe.tta:  # else the last epoch's evaluations are final
+            last = {
+                split.name: evaluate(
+                    model, split, norm, batch_size=recipe.eval_batch_size, tta=recipe.tta
+                )
+                for split in evaluations
+            }
     model.to("cpu", memory_format=torch.contiguous_format)
-    return RunResult(model, records, final, kept, time.perf_counter() - started)
+    return RunResult(model, records, last, kept, time.perf_counter() - started)
 
 
 def _fit(model, optimizer, scheduler, train, evaluations, recipe, norm, state):
-    """The epochs: train, evaluate every split, keep the best or last weights in ``model``.
+    """The epochs: train, evaluate the splits due, keep the best or last weights in ``model``.
 
-    Returns the per-epoch records and the epoch whose weights were kept.
+    Returns the per-epoch records, the epoch whose weights were kept and the last epoch's
+    evaluations (split name -> `Evaluation`).
     """
     records: list[EpochRecord] = []
     best = (-1.0, 0, None)  # (validation accuracy, epoch, weights)
@@ -213,10 +225,15 @@ def _fit(model, optimizer, scheduler, train, evaluations, recipe, norm, state):
         epoch_records = [
             _train_epoch(model, optimizer, scheduler, train, recipe, norm, state, epoch)
         ]
+        due = epoch % state.test_every == 0 or epoch == recipe.epochs
+        results = {}
         for split in evaluations:
+            if split.name != "val" and not due:
+                continue
             tick = time.perf_counter()
-            result = evaluate(model, split, norm, batch_size=recipe.eval_batch_size)
+            results[split.name] = evaluate(model, split, norm, batch_size=recipe.eval_batch_size)
             seconds = time.perf_counter() - tick
+            result = results[split.name]
             epoch_records.append(
                 EpochRecord(epoch, split.name, result.loss, result.accuracy, seconds)
             )
@@ -225,10 +242,10 @@ def _fit(model, optimizer, scheduler, train, evaluations, recipe, norm, state):
         records += epoch_records
         if state.on_epoch is not None:
             state.on_epoch(epoch_records)
-    if recipe.select == "best" and best[2] is not None:
+    if recipe.select == "best" and best[2] is not None and best[1] != recipe.epochs:
         model.load_state_dict(best[2])
-        return records, best[1]
-    return records, recipe.epochs
+        return records, best[1], results
+    return records, recipe.epochs, results
 
 
 @dataclass
@@ -238,6 +255,7 @@ class _Loop:
     on_batch: Callable[[int], None] | None  # progress callback
     on_epoch: Callable[[list[EpochRecord]], None] | None  # per-epoch callback
     autocast: torch.dtype | None  # mixed-precision dtype for the forward pass, None: fp32
+    test_every: int  # test splits are evaluated after every test_every-th epoch and the last
 
 
 def _train_epoch(model, optimizer, scheduler, train: Split, recipe: Recipe, norm, state, epoch):
@@ -246,25 +264,61 @@ def _train_epoch(model, optimizer, scheduler, train: Split, recipe: Recipe, norm
     tick = time.perf_counter()
     order = state.rng.permutation(len(train.indices))
     labels = torch.from_numpy(train.labels)
+    size = train.store.pixels.shape[1]
+    chunk = None if mixes_images(model) else chunk_images(model, size, device)
     total_loss, correct = 0.0, 0
     for start in range(0, len(order), recipe.batch_size):
         rows = np.sort(order[start : start + recipe.batch_size])  # sorted: faster memmap reads
         x = gather_batch(train, rows, norm, device)  # (B, C, S, S)
         x = augment_batch(x, recipe.augment, state.generator)
         y = labels[rows].to(device)  # (B,)
-        with torch.autocast(device.type, dtype=state.autocast, enabled=state.autocast is not None):
-            logits = model(x).float()  # (B, K)
-        loss = nn.functional.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, right = train_step(
+            model, optimizer, x, y, recipe.label_smoothing, state.autocast, chunk
+        )
         scheduler.step()
-        total_loss += loss.item() * len(rows)
-        correct += int((logits.argmax(1) == y).sum())
+        total_loss += loss
+        correct += right
         if state.on_batch is not None:
             state.on_batch(len(rows))
     n = len(order)
     return EpochRecord(epoch, "train", total_loss / n, correct / n, time.perf_counter() - tick)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    label_smoothing: float = 0.0,
+    autocast: torch.dtype | None = None,
+    chunk: int | None = None,
+) -> tuple[float, int]:
+    """One optimiser step on the gradient of the batch's mean loss.
+
+    With ``chunk`` the gradient is accumulated over chunks of that many images (the same
+    gradient up to float rounding; see `cellclass.chunks`). Returns the batch's summed loss
+    and its number of correct predictions.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    n = len(x)
+    total, correct = 0.0, 0
+    for start in range(0, n, chunk or n):
+        xs, ys = x[start : start + (chunk or n)], y[start : start + (chunk or n)]
+        with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
+            logits = model(xs).float()  # (b, K)
+        if len(xs) == n:  # one pass: the batch's mean loss
+            loss = nn.functional.cross_entropy(logits, ys, label_smoothing=label_smoothing)
+            loss.backward()
+            total += loss.item() * n
+        else:
+            loss = nn.functional.cross_entropy(
+                logits, ys, label_smoothing=label_smoothing, reduction="sum"
+            )
+            (loss / n).backward()
+            total += loss.item()
+        correct += int((logits.argmax(1) == ys).sum())
+    optimizer.step()
+    return total, correct
 
 
 def predict_logits(
@@ -278,12 +332,17 @@ def predict_logits(
     model.eval()
     device = next(model.parameters()).device
     model.to(memory_format=torch.channels_last)  # outside inference mode: weights stay usable
+    chunk = chunk_images(model, split.store.pixels.shape[1], device)
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(split.indices), batch_size):
             rows = np.arange(start, min(start + batch_size, len(split.indices)))
             x = gather_batch(split, rows, norm, device)  # (B, C, S, S)
-            out = torch.log(tta_probabilities(model, x).clamp_min(1e-12)) if tta else model(x)
+            if tta:
+                probabilities = in_chunks(partial(tta_probabilities, model), x, chunk)
+                out = torch.log(probabilities.clamp_min(1e-12))
+            else:
+                out = in_chunks(model, x, chunk)
             chunks.append(out.float().cpu())
     return torch.cat(chunks).numpy()
 
