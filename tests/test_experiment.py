@@ -197,3 +197,14 @@ def test_report_shows_control_runs_curves(tmp_path):
     assert (
         "Real vs shuffled-label runs" in html and (out / "figures" / "curves-control.png").is_file()
     )
+
+
+def test_test_every_is_recorded_and_thins_the_test_rows(tmp_path, class_tree):
+    recipe = replace(REFERENCE, epochs=3, batch_size=8)
+    out = run_experiment(_settings(tmp_path, class_tree, recipes=(recipe,), test_every=2))
+    rows = _table(out / "epochs.csv")
+    assert sorted({int(r["epoch"]) for r in rows if r["split"] == "t1"}) == [2, 3]
+    assert sorted({int(r["epoch"]) for r in rows if r["split"] == "val"}) == [1, 2, 3]
+    assert results.read_json(out / "config.json")["settings"]["test_every"] == 2
+    with pytest.raises(ExperimentError, match="--test-every 0"):
+        run_experiment(_settings(tmp_path, class_tree, out=str(tmp_path / "x"), test_every=0))

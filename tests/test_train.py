@@ -7,7 +7,14 @@ import torch
 from cellclass.cache import PixelStore
 from cellclass.images import Normalization
 from cellclass.recipes import REFERENCE, STRONG
-from cellclass.train import Split, autocast_dtype, gather_batch, make_optimizer, train_run
+from cellclass.train import (
+    Split,
+    autocast_dtype,
+    evaluate,
+    gather_batch,
+    make_optimizer,
+    train_run,
+)
 
 NORM = Normalization("dataset", low=(0.0,), high=(255.0,))
 
@@ -117,3 +124,28 @@ def test_batches_are_built_on_the_target_device(mode):
     norm = Normalization(mode, low=(0.0,), high=(255.0,))
     x = gather_batch(train, np.arange(4), norm, torch.device("meta"))
     assert x.device.type == "meta" and x.shape == (4, 1, 32, 32)
+
+
+def test_test_every_thins_the_test_curve_and_keeps_the_final_results():
+    train, val = _splits()
+    store = val.store
+    test = Split("t", store, np.arange(30, 40), val.labels)
+    recipe = replace(REFERENCE, epochs=7, batch_size=10)
+
+    def run(test_every):
+        return train_run(
+            train, [val, test], recipe, norm=NORM, n_classes=2, seed=0, test_every=test_every
+        )
+
+    every, thinned = run(1), run(3)
+    assert [r.epoch for r in thinned.epochs if r.split == "val"] == list(range(1, 8))
+    assert [r.epoch for r in thinned.epochs if r.split == "t"] == [3, 6, 7]  # and the last
+    assert [(r.loss, r.accuracy) for r in thinned.epochs if r.split == "train"] == [
+        (r.loss, r.accuracy) for r in every.epochs if r.split == "train"
+    ]
+    np.testing.assert_array_equal(thinned.final["t"].logits, every.final["t"].logits)
+    # the final results are the kept model's: evaluating it again gives the same numbers
+    again = evaluate(thinned.model, test, NORM)
+    np.testing.assert_array_equal(again.logits, thinned.final["t"].logits)
+    with pytest.raises(ValueError, match="--test-every 0"):
+        run(0)

@@ -39,6 +39,7 @@ RESUMABLE_CHANGES = (  # where and how fast runs are computed; anything else cha
     "ray_address",
     "cpus_per_run",
     "gpus_per_run",
+    "test_every",
 )
 
 
@@ -51,6 +52,7 @@ class ExperimentSettings:
     train_dir: str  # one subfolder per class
     out: str  # results folder; never overwritten (resume continues it)
     tests: tuple[tuple[str, str], ...] = ()  # (name, folder) test sets, evaluated every epoch
+    test_every: int = 1  # ... or after every test_every-th epoch and the last (faster studies)
     runs: int = 12  # trainings from scratch per recipe; run k is seeded with seed + k
     seed: int = 0  # seed of run 0
     recipes: tuple[Recipe, ...] = (REFERENCE,)  # what is trained; several: side by side
@@ -121,6 +123,7 @@ def check_settings(settings: ExperimentSettings) -> None:
             f"--executor {settings.executor!r}: choose one of {', '.join(EXECUTORS)}",
         ),
         (settings.jobs < 1, f"--jobs {settings.jobs}: use 1 or more"),
+        (settings.test_every < 1, f"--test-every {settings.test_every}: use 1 or more"),
     ]
     for failed, message in problems:
         if failed:
@@ -321,6 +324,7 @@ def train_job(job: Job, settings: ExperimentSettings, data, observer: Observer) 
         seed=job.seed,
         device=settings.device,
         precision=settings.precision,
+        test_every=settings.test_every,
         on_batch=observer.batch,
         on_epoch=lambda records: observer.epoch_finished(job.run, records),
     )

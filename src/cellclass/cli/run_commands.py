@@ -74,6 +74,14 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help="test folder, evaluated after every epoch (repeatable)",
     )
     group.add_argument(
+        "--test-every",
+        type=positive(int),
+        default=1,
+        metavar="N",
+        help="evaluate test folders after every N-th epoch and the last only (default 1); "
+        "the per-epoch test curves get fewer points, final results are the same",
+    )
+    group.add_argument(
         "--out", required=True, help="results folder (must not exist, unless --resume)"
     )
     group.add_argument(
@@ -239,6 +247,7 @@ def _experiment_settings(args):
         train_dir=args.train_dir,
         out=args.out,
         tests=tuple(args.tests),
+        test_every=args.test_every,
         runs=args.runs,
         seed=args.seed,
         recipes=resolve_recipes(args.recipes, args.models, overrides + args.overrides),
