@@ -82,3 +82,15 @@ def test_chunked_prediction_matches_whole_batches(monkeypatch):
     chunked = predict_logits(model, val, NORM, batch_size=10, tta=True)
     assert seen
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_the_chunk_budget_can_be_set_or_turned_off(monkeypatch):
+    cpu = torch.device("cpu")
+    badger = build_model("badger", in_channels=3, n_classes=2, image_size=256)
+    monkeypatch.setenv("CELLCLASS_CHUNK_BYTES", str(8 << 20))
+    assert chunks.chunk_images(badger, 256, cpu) == 2  # 8 MiB / 4 MiB per image
+    monkeypatch.setenv("CELLCLASS_CHUNK_BYTES", "0")
+    assert chunks.chunk_images(badger, 256, cpu) is None
+    monkeypatch.setenv("CELLCLASS_CHUNK_BYTES", "lots")
+    with pytest.raises(ValueError, match="CELLCLASS_CHUNK_BYTES='lots'"):
+        chunks.chunk_images(badger, 256, cpu)

@@ -15,11 +15,16 @@ the rule used here. Results do not depend on it, up to float rounding: inference
 images independently, and training accumulates the gradient of the batch's mean loss over
 the chunks. Layers that mix images of a batch (BatchNorm in training mode) would see smaller
 batches, so such models are trained on whole batches. GPUs get whole batches.
+
+The rule was measured on 2 cores. Elsewhere (many cores, a different cache) the environment
+variable ``CELLCLASS_CHUNK_BYTES`` sets the activation budget per chunk in bytes instead, and
+``CELLCLASS_CHUNK_BYTES=0`` turns chunking off; `benchmarks/bench_train.py` shows the effect.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from functools import cache
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from torch import nn
 
 CACHE_FRACTION = 0.66  # share of the last-level cache that one chunk's largest activation may fill
 DEFAULT_CACHE_BYTES = 32 << 20  # where the cache size cannot be read
+BUDGET_VARIABLE = "CELLCLASS_CHUNK_BYTES"  # overrides the budget; 0: whole batches
 
 
 @cache
@@ -47,16 +53,27 @@ def chunk_images(model: nn.Module, image_size: int, device: torch.device) -> int
     """Images per forward pass on this machine; None: the whole batch at once.
 
     Sized so the first convolution's output (the largest activation of both cellclass
-    models) fills at most `CACHE_FRACTION` of the last-level cache.
+    models) fills at most `CACHE_FRACTION` of the last-level cache, or the byte budget given
+    by the ``CELLCLASS_CHUNK_BYTES`` environment variable (0: no chunks).
     """
-    if device.type != "cpu":
+    budget = _budget()
+    if device.type != "cpu" or budget == 0:
         return None
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None:
         return None
     side = math.ceil(image_size / conv.stride[0])
     per_image = conv.out_channels * side * side * 4  # float32 bytes
-    return max(1, int(CACHE_FRACTION * last_level_cache_bytes()) // per_image)
+    return max(1, budget // per_image)
+
+
+def _budget() -> int:
+    text = os.environ.get(BUDGET_VARIABLE, "").strip()
+    if not text:
+        return int(CACHE_FRACTION * last_level_cache_bytes())
+    if not text.isdigit():
+        raise ValueError(f"{BUDGET_VARIABLE}={text!r}: give a number of bytes (0: no chunks)")
+    return int(text)
 
 
 def mixes_images(model: nn.Module) -> bool:
