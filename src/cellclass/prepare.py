@@ -19,7 +19,8 @@ PNG and TIFF keep their format, JPEG and BMP become PNG (re-encoding JPEG would 
 This module owns the two steps' entry points, the folder walk, output names, the overwrite
 check and the manifest. The pixel work lives in `cellclass.tiling` (`cut_tiles`,
 `foreground_mask`) and `cellclass.rotation` (`parse_angles`, `rotate_image`, `crop_shape`);
-their public names are re-exported here.
+their public names are re-exported here, as are `PrepareResult` and `format_result` from
+`cellclass.prepare_result`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from cellclass import results
 from cellclass.folders import MANIFEST_NAME, scan_folder
 from cellclass.images import ImageReadError, read_image, write_image
+from cellclass.prepare_result import PrepareResult, format_result
 from cellclass.rotation import (
     FILL_MODES,
     FLIPS,
@@ -75,26 +77,12 @@ MANIFEST_COLUMNS = [
     "angle",
     "flip",
 ]
-_FAIR_DROP_GAP = 0.1  # warn when the share of tiles dropped differs more between classes
 _TILE_NAME = re.compile(r"(?P<stem>.+)_r\d+c\d+")  # stem of an existing tile output
 _ROTATION_NAME = re.compile(r"(?P<stem>.+)_a-?\d+(?:\.\d+)?(?:_f[hv])?")
 
 
 class PrepareError(ValueError):
     """A prepare step cannot run; the message is one line saying what to change."""
-
-
-@dataclass(frozen=True)
-class PrepareResult:
-    """What one prepare step did."""
-
-    dst: Path  # the output folder
-    manifest: Path  # DST/manifest.csv, written or extended
-    n_sources: int  # images read from SRC
-    written: dict[str, int]  # files written to DST, per class
-    dropped: dict[str, int]  # tiles left out as mostly background (min_foreground), per class
-    no_output: tuple[Path, ...]  # sources that gave no file (smaller than a tile with "drop")
-    skipped: tuple[tuple[Path, str], ...]  # unreadable sources and why (skip_bad)
 
 
 @dataclass(frozen=True)
@@ -223,34 +211,6 @@ def _rotation_outputs(image: np.ndarray, settings: RotateSettings) -> Iterator[t
             tag = f"a{angle:g}" + (f"_f{flip}" if flip else "")
             pixels = rotate_image(image, angle, fill=settings.fill, flip=flip, crop_to=shape)
             yield tag, pixels, {"angle": f"{angle:g}", "flip": flip or ""}
-
-
-def format_result(result: PrepareResult) -> str:
-    """What a prepare step did, as lines for a terminal."""
-    per_class = ", ".join(f"{name} {n}" for name, n in result.written.items())
-    lines = [
-        f"{sum(result.written.values())} files written to {result.dst} from "
-        f"{result.n_sources} images ({per_class})"
-    ]
-    if any(result.dropped.values()):
-        shares = [
-            f"{name} {n} ({n / max(1, n + result.written[name]):.0%})"
-            for name, n in result.dropped.items()
-        ]
-        lines.append("tiles dropped as background: " + ", ".join(shares))
-        rates = [n / max(1, n + result.written[name]) for name, n in result.dropped.items()]
-        if max(rates) - min(rates) > _FAIR_DROP_GAP:
-            lines.append(
-                "warning: classes lose different shares of tiles, so --min-foreground selects "
-                "them differently (a possible confound); lower it or check the fields"
-            )
-    if result.no_output:
-        lines.append(
-            f"{len(result.no_output)} image(s) gave no file (smaller than a tile: --edge pad "
-            f"keeps them; or all background), e.g. {result.no_output[0]}"
-        )
-    lines += [f"skipped unreadable image {why}" for _, why in result.skipped]
-    return "\n".join([*lines, f"manifest: {result.manifest}"])
 
 
 # ----------------------------------------------------------------------------- the folder walk
