@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from cellclass.cache import PixelStore
-from cellclass.chunks import chunk_images, in_chunks, last_level_cache_bytes, mixes_images
+from cellclass.chunks import chunk_images, in_chunks, last_level_cache_bytes, training_chunk
 from cellclass.images import Normalization
 from cellclass.models import build_model
 from cellclass.train import (
@@ -72,9 +72,7 @@ def torch_train_rate(model, optimizer, split, norm, batch_size: int, n_batches: 
     """Training steps exactly as `cellclass.train` takes them (cache-sized chunks included)."""
     model.train()
     device = next(model.parameters()).device
-    chunk = (
-        None if mixes_images(model) else chunk_images(model, split.store.pixels.shape[1], device)
-    )
+    chunk = training_chunk(model, split.store.pixels.shape[1], device)
     synchronize(device)
     started = time.perf_counter()
     labels = torch.from_numpy(split.labels).to(device)
@@ -205,7 +203,7 @@ def main() -> None:
     chunk = chunk_images(model, args.size, device)
     print(
         f"images per forward pass: inference {chunk or args.batch_size}, training "
-        f"{args.batch_size if mixes_images(model) else chunk or args.batch_size} "
+        f"{training_chunk(model, args.size, device) or args.batch_size} "
         f"(last-level cache {last_level_cache_bytes() >> 20} MiB)"
     )
     print(describe("cellclass train", rates["train"]))

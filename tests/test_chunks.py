@@ -94,3 +94,12 @@ def test_the_chunk_budget_can_be_set_or_turned_off(monkeypatch):
     monkeypatch.setenv("CELLCLASS_CHUNK_BYTES", "lots")
     with pytest.raises(ValueError, match="CELLCLASS_CHUNK_BYTES='lots'"):
         chunks.chunk_images(badger, 256, cpu)
+
+
+def test_training_chunks_only_models_that_keep_images_apart(monkeypatch):
+    monkeypatch.setattr(chunks, "last_level_cache_bytes", lambda: 32 << 20)
+    cpu = torch.device("cpu")
+    badger = build_model("badger", in_channels=3, n_classes=2, image_size=256)
+    compact = build_model("compact", in_channels=3, n_classes=2, image_size=256)
+    assert chunks.training_chunk(badger, 256, cpu) == 5
+    assert chunks.training_chunk(compact, 256, cpu) is None  # BatchNorm: whole batches

@@ -76,6 +76,11 @@ def _budget() -> int:
     return int(text)
 
 
+def training_chunk(model: nn.Module, image_size: int, device: torch.device) -> int | None:
+    """Images per training pass: `chunk_images`, but whole batches where layers mix images."""
+    return None if mixes_images(model) else chunk_images(model, image_size, device)
+
+
 def mixes_images(model: nn.Module) -> bool:
     """True when a training-mode forward pass couples the images of a batch (BatchNorm)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

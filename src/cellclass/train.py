@@ -22,7 +22,7 @@ from torch import nn
 
 from cellclass.augment import augment_batch, tta_probabilities
 from cellclass.cache import PixelStore, normalize_batch, read_rows
-from cellclass.chunks import chunk_images, in_chunks, mixes_images
+from cellclass.chunks import chunk_images, in_chunks, training_chunk
 from cellclass.images import Normalization
 from cellclass.models import build_model
 from cellclass.recipes import Recipe
@@ -68,7 +68,7 @@ def deterministic_kernels():
     """cuDNN restricted to deterministic kernels (no autotuning) inside, restored after.
 
     On the CPU this changes nothing; on a GPU it makes a seed give the same numbers every
-    time, at some speed cost (see benchmarks/bench_train.py --device cuda --deterministic).
+    time (on an H200 it cost no measurable speed: benchmarks/bench_train.py --deterministic).
     cuBLAS is deterministic on one stream; its workspace setting is fixed for good measure.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -264,8 +264,7 @@ def _train_epoch(model, optimizer, scheduler, train: Split, recipe: Recipe, norm
     tick = time.perf_counter()
     order = state.rng.permutation(len(train.indices))
     labels = torch.from_numpy(train.labels)
-    size = train.store.pixels.shape[1]
-    chunk = None if mixes_images(model) else chunk_images(model, size, device)
+    chunk = training_chunk(model, train.store.pixels.shape[1], device)
     total_loss, correct = 0.0, 0
     for start in range(0, len(order), recipe.batch_size):
         rows = np.sort(order[start : start + recipe.batch_size])  # sorted: faster memmap reads
@@ -301,9 +300,10 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     n = len(x)
+    size = chunk or n
     total, correct = 0.0, 0
-    for start in range(0, n, chunk or n):
-        xs, ys = x[start : start + (chunk or n)], y[start : start + (chunk or n)]
+    for start in range(0, n, size):
+        xs, ys = x[start : start + size], y[start : start + size]
         with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
             logits = model(xs).float()  # (b, K)
         if len(xs) == n:  # one pass: the batch's mean loss
@@ -333,7 +333,7 @@ def predict_logits(
     device = next(model.parameters()).device
     model.to(memory_format=torch.channels_last)  # outside inference mode: weights stay usable
     chunk = chunk_images(model, split.store.pixels.shape[1], device)
-    chunks = []
+    outputs = []
     with torch.inference_mode():
         for start in range(0, len(split.indices), batch_size):
             rows = np.arange(start, min(start + batch_size, len(split.indices)))
@@ -343,8 +343,8 @@ def predict_logits(
                 out = torch.log(probabilities.clamp_min(1e-12))
             else:
                 out = in_chunks(model, x, chunk)
-            chunks.append(out.float().cpu())
-    return torch.cat(chunks).numpy()
+            outputs.append(out.float().cpu())
+    return torch.cat(outputs).numpy()
 
 
 def evaluate(
