@@ -22,8 +22,11 @@ import csv
 import io
 import json
 import os
+import pickle
 import platform
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -176,19 +179,86 @@ def checkpoint_path(
     return Path(run_dir) / "models" / f"{kind}-{run:02d}{suffix}.pt"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, truncated, foreign or unsafe."""
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module | dict, meta: dict) -> None:
     """Weights + everything needed to use them again (class map, preprocessing, model name).
 
     model : a network, or the arrays of a fitted classical baseline (a dict).
+
+    Only tensors and plain Python values are written (numpy arrays become tensors, numpy
+    scalars Python numbers), so `load_checkpoint` can read the file without unpickling objects.
     """
-    state = model if isinstance(model, dict) else model.state_dict()
+    state = _plain(model) if isinstance(model, dict) else model.state_dict()
     buffer = io.BytesIO()
-    torch.save({"state_dict": state, **meta}, buffer)
+    torch.save({"state_dict": state, **_plain(meta)}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _plain(value):
+    """``value`` with numpy arrays as tensors and numpy scalars as Python numbers."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item) for item in value)
+    return value
+
+
+_UNREADABLE = (
+    RuntimeError,  # not a zip archive, truncated archive
+    EOFError,  # empty or cut-off pickle
+    OSError,  # unreadable file, a folder
+    ValueError,
+    KeyError,  # an archive without the expected members
+    IndexError,
+    TypeError,
+    AttributeError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+)
+
+
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint written by `save_checkpoint`, loaded without running any code from it.
+
+    Results folders are shared between labs, and unpickling an arbitrary object can run any
+    command, so only tensors and plain Python values are accepted
+    (``torch.load(weights_only=True)``).
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file: it holds other Python objects (refused, nothing of it ran),
+        or it is truncated, empty, not a checkpoint, or unreadable.
+    """
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except _UNREADABLE as error:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if unsafe:
+            raise CheckpointError(
+                f"{path}: refused: it holds a Python object ({unsafe.group(1)}) besides tensors "
+                "and plain values, which could run code when opened; nothing of it was run"
+            ) from None
+        raise CheckpointError(
+            f"{path}: not a readable cellclass checkpoint ({_first_line(error)}); "
+            "it may be truncated or damaged: copy it again or retrain that run"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a cellclass checkpoint (no weights found in it)")
+    return checkpoint
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
 
 
 def software_versions() -> dict:

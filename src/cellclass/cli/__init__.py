@@ -127,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: finished runs are kept; continue with --resume", file=sys.stderr)
         return 130
     except USER_ERRORS as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"cellclass: error: {message}", file=sys.stderr)
+        print(f"cellclass: error: {error_line(error)}", file=sys.stderr)
         return 2
+
+
+def error_line(error: BaseException) -> str:
+    """The first non-blank line of ``error``'s message, or its type name: never empty."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

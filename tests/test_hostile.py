@@ -1,0 +1,118 @@
+"""Hostile and careless input: files from other people must never run code or crash badly.
+
+Results folders and scoring databases are shared between labs and published as
+supplements, so each case here is one a stranger's file or a typo could trigger.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellclass import cli, results
+from cellclass.cli import main
+
+from .conftest import make_class_tree
+
+
+class _CreatesFile:
+    """Unpickling this object calls ``open(marker, "w")``: the marker file appears."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _predict(run_dir: Path, images: Path, tmp_path: Path) -> int:
+    output = tmp_path / "predictions.csv"
+    return main(["--quiet", "predict", str(run_dir), str(images), "-o", str(output)])
+
+
+def _one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("cellclass: error: ") and "Traceback" not in lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path, capsys):
+    marker = tmp_path / "code-ran"
+    checkpoint = tmp_path / "run" / "models" / "run-00.pt"
+    checkpoint.parent.mkdir(parents=True)
+    payload = {"state_dict": {}, "run": 0, "model": "badger", "hook": _CreatesFile(marker)}
+    torch.save(payload, checkpoint)
+    images = make_class_tree(tmp_path / "new", {"Control": 2})
+    assert _predict(tmp_path / "run", images, tmp_path) == 2
+    assert not marker.exists()  # nothing of the file ran
+    line = _one_error_line(capsys)
+    assert str(checkpoint) in line and "refused" in line and "io.open" in line
+
+
+def _tiny_checkpoint() -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"state_dict": torch.nn.Linear(64, 8).state_dict(), "run": 0}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "not a readable cellclass checkpoint"),
+        (b"this is not a checkpoint at all\n" * 4, "not a readable cellclass checkpoint"),
+        ("truncated", "not a readable cellclass checkpoint"),
+        ("a list", "not a cellclass checkpoint"),
+    ],
+)
+def test_damaged_checkpoints_give_one_line_naming_the_file(tmp_path, capsys, content, expected):
+    checkpoint = tmp_path / "run" / "models" / "run-00.pt"
+    checkpoint.parent.mkdir(parents=True)
+    if content == "truncated":
+        content = _tiny_checkpoint()[:-400]
+    elif content == "a list":
+        buffer = io.BytesIO()
+        torch.save([torch.zeros(2)], buffer)
+        content = buffer.getvalue()
+    checkpoint.write_bytes(content)
+    images = make_class_tree(tmp_path / "new", {"Control": 2})
+    assert _predict(tmp_path / "run", images, tmp_path) == 2
+    line = _one_error_line(capsys)
+    assert str(checkpoint) in line and expected in line
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path: Path):
+    fitted = {"mean": np.arange(3.0), "weights": np.ones((3, 2)), "bias": np.zeros(2)}
+    meta = {"run": np.int64(4), "seed": 7, "in_channels": np.int32(1), "recipe": {"lr": 1e-3}}
+    path = tmp_path / "run-04-features.pt"
+    results.save_checkpoint(path, fitted, meta)
+    loaded = results.load_checkpoint(path)  # torch.load(weights_only=True) inside
+    assert {key: type(value) for key, value in loaded["state_dict"].items()} == dict.fromkeys(
+        fitted, torch.Tensor
+    )
+    np.testing.assert_array_equal(loaded["state_dict"]["weights"].numpy(), fitted["weights"])
+    assert (loaded["run"], loaded["in_channels"], loaded["recipe"]) == (4, 1, {"lr": 1e-3})
+    assert type(loaded["run"]) is int
+
+
+# ---------------------------------------------------------------- error messages
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (ValueError(""), "ValueError"),
+        (ValueError("\n  \n"), "ValueError"),
+        (FileNotFoundError("\nthe reason\n  ^ detail"), "the reason"),
+    ],
+)
+def test_an_error_line_is_never_empty(monkeypatch, capsys, error: Exception, line: str):
+    def fail(args):
+        raise error
+
+    monkeypatch.setitem(cli.COMMANDS, "models", fail)
+    assert main(["models"]) == 2
+    assert _one_error_line(capsys) == f"cellclass: error: {line}"
