@@ -133,7 +133,7 @@ def test_train_sample_draws_a_fresh_subset_per_run(tmp_path):
     from cellclass.experiment import prepare_data
 
     settings = _settings(tmp_path, root, train_sample=20, val_split=0.0)
-    train, _, _ = prepare_data(settings, Observer())
+    train = prepare_data(settings, Observer()).train
     a, _ = run_splits(train, settings, 0)
     b, _ = run_splits(train, settings, 1)
     assert len(a) == len(b) == 20

@@ -99,7 +99,7 @@ def test_split_is_a_function_of_the_seed_only(tmp_path):
         cache_dir=str(tmp_path / "c"),
         recipes=(REFERENCE, STRONG),
     )
-    data, _, _ = prepare_data(settings, Observer())
+    data = prepare_data(settings, Observer()).train
     for seed in range(3):
         one = run_splits(data, settings, seed)
         other = run_splits(data, replace(settings, recipes=(STRONG,)), seed)
@@ -125,3 +125,43 @@ def test_feature_baseline_runs_on_the_same_splits_and_is_skipped_by_predict(tmp_
     assert all(r["n_runs"] == 2 for r in rows)  # the two CNN runs, not the baseline
     run_experiment(settings, resume=True)  # nothing left to do; the baseline counts as finished
     assert len(_rows(out / "runs.csv")) == len(runs)
+
+
+# ---------------------------------------------------------------- recipe-level normalisation
+def test_each_recipe_trains_with_its_own_normalisation_unless_the_user_chooses(tmp_path):
+    settings = _tiny_experiment(
+        tmp_path,
+        runs=1,
+        val_split=0.25,
+        recipes=(replace(REFERENCE, epochs=1), replace(STRONG, epochs=1, tta=False)),
+    )
+    out = run_experiment(settings)
+    config = results.read_json(out / "config.json")
+    modes = {label: norm["mode"] for label, norm in config["normalization"].items()}
+    assert modes == {"badger": "bitdepth", "strong": "dataset"}
+    assert config["normalization"]["badger"]["high"] == [255.0]  # the study's /255
+    assert config["normalization"]["strong"]["high"] != [255.0]  # training percentiles
+    for label, mode in modes.items():  # what each checkpoint carries for predict/evaluate
+        saved = results.load_checkpoint(out / "models" / f"run-00-{label}.pt")
+        assert saved["preprocessing"]["normalization"]["mode"] == mode
+    forced = run_experiment(replace(settings, out=str(tmp_path / "forced"), normalize="image"))
+    config = results.read_json(forced / "config.json")
+    assert {n["mode"] for n in config["normalization"].values()} == {"image"}
+
+
+def test_evaluate_sees_each_run_as_it_was_trained(tmp_path):
+    """Re-evaluating the experiment's own test folder gives each recipe's recorded accuracy
+    and loss only if every run is fed pixels scaled by its own recipe's normalisation."""
+    from cellclass.predict import evaluate_folder
+
+    settings = _tiny_experiment(
+        tmp_path,
+        runs=1,
+        val_split=0.25,
+        recipes=(replace(STRONG, epochs=1, tta=False), replace(REFERENCE, epochs=4, batch_size=4)),
+    )  # strong first: config.json's one "preprocessing" is strong's, not the reference's
+    out = run_experiment(settings)
+    before = {r["model"]: r for r in _rows(out / "runs.csv")}
+    again = {r["model"]: r for r in evaluate_folder(out, "again", settings.tests[0][1])}
+    for model in ("badger", "strong"):
+        assert float(again[model]["loss"]) == pytest.approx(float(before[model]["loss"]), rel=1e-4)

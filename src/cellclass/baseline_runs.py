@@ -39,14 +39,15 @@ def _evaluation(name: str, probs: np.ndarray, labels: np.ndarray) -> Evaluation:
 
 def run_baseline_jobs(jobs: list, settings, data, out, observer: Observer) -> None:
     """Fit and evaluate every baseline job, writing each like a CNN run."""
-    from cellclass.experiment import job_name, run_splits, write_run
+    from cellclass.experiment import job_name, normalization_mode, run_splits, write_run
 
-    train, tests, prep = data
+    train, tests = data.train, data.tests
     n_classes = len(train.index.class_names)
     features: dict = {}
     for job in jobs:
         key = job.recipe
         if key not in features:  # one feature pass per baseline setting and folder
+            prep = data.prep(normalization_mode(settings, key))
             every = Split("train", train.store, np.arange(len(train.labels)), train.labels)
             features[key] = {"train": store_features(every, prep, key)} | {
                 t.name: store_features(

@@ -28,6 +28,7 @@ from cellclass.progress import Observer
 from cellclass.recipes import REFERENCE, Recipe
 from cellclass.train import RunResult, Split, autocast_dtype, resolve_device, train_run
 
+DEFAULT_NORMALIZATION = "dataset"  # baselines' scaling when the user chose none
 CONTROL_SEED_OFFSET = 10_000  # control run j is seeded with seed + 10_000 + j
 RESUMABLE_CHANGES = (  # where and how fast runs are computed; anything else changes results
     "out",
@@ -66,7 +67,7 @@ class ExperimentSettings:
     image_size: int = 256  # model input size; images are resized to image_size x image_size
     channels: tuple[int, ...] | None = None  # channels to pick/map; None keeps all
     page: int = 0  # page of multi-page TIFFs
-    normalize: str = "dataset"  # "dataset" (training percentiles), "image" or "bitdepth"
+    normalize: str | None = None  # None: each recipe's own; or "dataset", "image", "bitdepth"
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     executor: str = "local"  # where runs are computed: "local", "process" or "ray"
     jobs: int = 1  # runs trained at once by the process executor
@@ -106,7 +107,7 @@ def check_settings(settings: ExperimentSettings) -> None:
         (not settings.recipes, "at least one recipe or model is needed"),
         (len(set(labels)) != len(labels), f"two recipes share a name: {', '.join(labels)}"),
         (
-            settings.normalize not in NORMALIZATION_MODES,
+            settings.normalize not in (None, *NORMALIZATION_MODES),
             f"--normalize {settings.normalize!r}: choose one of {', '.join(NORMALIZATION_MODES)}",
         ),
         (not 0 <= settings.val_split < 1, f"--val-split {settings.val_split}: use 0 <= x < 1"),
@@ -131,12 +132,39 @@ def check_settings(settings: ExperimentSettings) -> None:
     autocast_dtype(settings.precision, resolve_device(settings.device))
 
 
-def prepare_data(
-    settings: ExperimentSettings, observer: Observer
-) -> tuple[Dataset, list[Dataset], Preprocessing]:
-    """Load training and test folders and fit the normalisation on the training pixels."""
+@dataclass(frozen=True)
+class ExperimentData:
+    """The loaded folders of an experiment and the preprocessing fitted for each recipe."""
+
+    train: Dataset  # the training folder, decoded
+    tests: tuple[Dataset, ...]  # the test folders, classes mapped by the training names
+    preps: dict[str, Preprocessing]  # by normalisation mode, fitted on the training pixels
+
+    def prep(self, mode: str) -> Preprocessing:
+        """The fitted preprocessing for normalisation ``mode`` ("dataset", "bitdepth"...)."""
+        return self.preps[mode]
+
+
+def normalization_mode(settings: ExperimentSettings, trained) -> str:
+    """The normalisation a recipe (or baseline) trains with: ``settings.normalize`` when the
+    user chose one, else the recipe's own (the study's scaling for the reference)."""
+    if settings.normalize is not None:
+        return settings.normalize
+    return getattr(trained, "normalize", DEFAULT_NORMALIZATION)
+
+
+def experiment_modes(settings: ExperimentSettings) -> list[str]:
+    """Normalisation modes the experiment's recipes and baselines need, first recipe's first."""
+    trained = list(settings.recipes) + [BaselineSettings(name=b) for b in settings.baselines]
+    return list(dict.fromkeys(normalization_mode(settings, t) for t in trained))
+
+
+def prepare_data(settings: ExperimentSettings, observer: Observer) -> ExperimentData:
+    """Load training and test folders and fit each recipe's normalisation on the training
+    pixels."""
+    modes = experiment_modes(settings)
     prep = Preprocessing(
-        settings.image_size, settings.channels, settings.page, Normalization(settings.normalize)
+        settings.image_size, settings.channels, settings.page, Normalization(modes[0])
     )
     options = {
         "group_by": settings.group_by,
@@ -147,13 +175,19 @@ def prepare_data(
     train = load_dataset("train", settings.train_dir, prep, **options)
     if len(np.unique(train.labels)) < 2:
         raise ExperimentError(f"{settings.train_dir}: fewer than two classes have readable images")
-    norm = fit_normalization(
-        settings.normalize,
-        sample_pixels(train.store),
-        bit_depth=train.store.bit_depth,
-        percentiles=prep.normalization.percentiles,
-    )
-    prep = replace(prep, normalization=norm)
+    sample = sample_pixels(train.store)
+    preps = {
+        mode: replace(
+            prep,
+            normalization=fit_normalization(
+                mode,
+                sample,
+                bit_depth=train.store.bit_depth,
+                percentiles=prep.normalization.percentiles,
+            ),
+        )
+        for mode in modes
+    }
     tests = []
     for name, folder in settings.tests:
         test = load_dataset(name, folder, prep, class_names=train.index.class_names, **options)
@@ -165,7 +199,7 @@ def prepare_data(
         for missing in test.index.missing_classes:
             observer.message(f"warning: test set {name!r} has no {missing!r} folder")
         tests.append(test)
-    return train, tests, prep
+    return ExperimentData(train, tuple(tests), preps)
 
 
 def check_leakage(
@@ -220,9 +254,11 @@ def _jsonable(data):
     return json.loads(json.dumps(data, default=str))
 
 
-def write_config(
-    out: Path, settings, train: Dataset, tests: list[Dataset], prep, *, leakage=()
-) -> None:
+def write_config(out: Path, settings, data: ExperimentData, *, leakage=()) -> None:
+    train, tests = data.train, data.tests
+    trained = list(settings.recipes) + [BaselineSettings(name=b) for b in settings.baselines]
+    modes = {t.label: normalization_mode(settings, t) for t in trained}
+    prep = data.prep(experiment_modes(settings)[0])
     config = {
         "cellclass_version": results.software_versions()["cellclass"],
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -232,7 +268,10 @@ def write_config(
         "class_names": list(train.index.class_names),
         "train": dataset_info(train),
         "tests": {t.name: dataset_info(t) for t in tests},
-        "preprocessing": _jsonable(preprocessing_to_dict(prep)),
+        "preprocessing": _jsonable(preprocessing_to_dict(prep)),  # the first recipe's
+        "normalization": {  # per recipe: its own, or the one the user chose for all
+            label: _jsonable(asdict(data.prep(mode).normalization)) for label, mode in modes.items()
+        },
         "versions": results.software_versions(),
         "machine": results.machine_info(str(resolve_device(settings.device))),
         "leakage": list(leakage),
@@ -268,11 +307,11 @@ def run_experiment(
     check_settings(settings)
     out = Path(settings.out).expanduser().resolve()
     _check_output(out, settings, resume)
-    train, tests, prep = prepare_data(settings, observer)
-    leakage = check_leakage(train, tests, settings, observer)
+    data = prepare_data(settings, observer)
+    leakage = check_leakage(data.train, list(data.tests), settings, observer)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
-        write_config(out, settings, train, tests, prep, leakage=leakage)
+        write_config(out, settings, data, leakage=leakage)
     jobs = experiment_jobs(settings)
     done = [job for job in jobs if _checkpoint(out, job, settings).is_file()]
     results.drop_unfinished(out, {(j.run, j.recipe.label, int(j.control)) for j in done})
@@ -280,12 +319,12 @@ def run_experiment(
         observer.message(f"resuming: {len(done)} of {len(jobs)} runs already finished")
     todo = [job for job in jobs if job not in done]
     cnn = [job for job in todo if isinstance(job.recipe, Recipe)]
-    run_jobs(cnn, settings, (train, tests, prep), out, observer)
+    run_jobs(cnn, settings, data, out, observer)
     classical = [job for job in todo if not isinstance(job.recipe, Recipe)]
     if classical:
         from cellclass.baseline_runs import run_baseline_jobs
 
-        run_baseline_jobs(classical, settings, (train, tests, prep), out, observer)
+        run_baseline_jobs(classical, settings, data, out, observer)
     return out
 
 
@@ -303,10 +342,13 @@ def job_name(job: Job, settings: ExperimentSettings) -> str:
     return f"{kind} {job.run + 1}/{total}" + (f" {job.recipe.label}" if several else "")
 
 
-def train_job(job: Job, settings: ExperimentSettings, data, observer: Observer) -> RunResult:
+def train_job(
+    job: Job, settings: ExperimentSettings, data: ExperimentData, observer: Observer
+) -> RunResult:
     """Train and evaluate one run on the loaded data; writes nothing (executors call this
     wherever the run is computed, and the results folder is written by one process)."""
-    train, tests, prep = data
+    train, tests = data.train, data.tests
+    prep = data.prep(normalization_mode(settings, job.recipe))
     train_rows, val_rows = run_splits(train, settings, job.seed)
     fit_labels = train.labels[train_rows]
     if job.control:  # same class balance, no relation between image and label
@@ -330,9 +372,10 @@ def train_job(job: Job, settings: ExperimentSettings, data, observer: Observer) 
     )
 
 
-def write_run(out: Path, job: Job, settings, result: RunResult, data) -> list[dict]:
+def write_run(out: Path, job: Job, settings, result: RunResult, data: ExperimentData) -> list[dict]:
     """Append one finished run to the tables, then save its checkpoint (marks it done)."""
-    train, tests, prep = data
+    train, tests = data.train, data.tests
+    prep = data.prep(normalization_mode(settings, job.recipe))
     class_names = train.index.class_names
     key = {"run": job.run, "model": job.recipe.label}
     run_rows, pred_rows = [], []

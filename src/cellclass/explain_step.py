@@ -31,6 +31,7 @@ import torch
 from scipy import ndimage
 
 from cellclass import explain, explain_figures, results
+from cellclass.checks import chance_levels
 from cellclass.explain_parts import (
     CPU,
     ExplainFolder,
@@ -82,7 +83,7 @@ def _attribution_outputs(
     folder: ExplainFolder, saved: SavedRun, split: Split, settings, rng
 ) -> Outputs:
     """Overlay panel of a few images and per-class average maps of one split."""
-    norm = folder.prep.normalization
+    norm = saved.normalization
     size = split.store.pixels.shape[1]
     patch = max(1, round(settings.patch_fraction * size))
     plain = uses_tta(saved)  # maps explain one forward pass, not the 8-view TTA average
@@ -139,7 +140,7 @@ def _attribution_outputs(
 def _average_outputs(folder: ExplainFolder, saved: SavedRun, split: Split, n_images: int, rng):
     """Mean image and mean normalised maps (gradient x input, Grad-CAM) per class."""
     rows = balanced_rows(split.labels, n_images, rng=rng)
-    x = gather_batch(split, rows, folder.prep.normalization, CPU)  # (B, C, H, W)
+    x = gather_batch(split, rows, saved.normalization, CPU)  # (B, C, H, W)
     labels = split.labels[rows]
     if (labels < 0).any():  # unlabelled images: group by the predicted class
         with torch.no_grad():
@@ -191,7 +192,7 @@ def _probe_outputs(folder: ExplainFolder, explained: SavedRun, tests, settings, 
     if val_splits:
         predictions = results.read_table(folder.run_dir / "predictions.csv")
         outputs.append(
-            calibration_outputs(folder.out, folder.run_dir, runs, val_splits, norm, predictions)
+            calibration_outputs(folder.out, folder.run_dir, runs, val_splits, predictions)
         )
     if tests:
         outputs.append(
@@ -199,7 +200,6 @@ def _probe_outputs(folder: ExplainFolder, explained: SavedRun, tests, settings, 
                 folder.out,
                 attacked,
                 tests,
-                norm,
                 n_images=settings.n_adversarial,
                 epsilons=settings.epsilons,
                 rng=rng,
@@ -218,7 +218,8 @@ def _probe_outputs(folder: ExplainFolder, explained: SavedRun, tests, settings, 
             )
         )
     epoch_rows = results.read_table(folder.run_dir / "epochs.csv")
-    chance = 1.0 / len(folder.config["class_names"])
+    chance = chance_levels(folder.config)
+    chance = {row["dataset"]: chance.get(row["dataset"], chance[""]) for row in run_rows}
     outputs.append(loss_outputs(folder.out, epoch_rows, run_rows, chance=chance))
     return outputs
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -158,9 +158,28 @@ def draw_box_group(axes, x: float, width: float, values, colour, rng) -> None:
     axes.scatter(x + jitter, values, clip_on=False, **points)  # runs at 0 % stay visible
 
 
-def draw_reference_lines(axes, datasets: list[str], chance: float, expert: dict) -> None:
-    """Dashed chance line across the plot; the expert's accuracy across its test set's boxes."""
-    axes.axhline(chance, color=CHANCE_COLOUR, linestyle="--", label=f"chance {chance:.0%}")
+def chance_by_dataset(chance: float | Mapping[str, float], datasets: list[str]) -> dict:
+    """{test set: chance accuracy}: one number for all, or each test set's own."""
+    if isinstance(chance, Mapping):
+        return {dataset: float(chance[dataset]) for dataset in datasets}
+    return dict.fromkeys(datasets, float(chance))
+
+
+def draw_reference_lines(
+    axes, datasets: list[str], chance: float | Mapping[str, float], expert: dict
+) -> None:
+    """Dashed chance line across each test set's boxes (its majority-class share; one line
+    across the plot when all test sets share it); the expert's accuracy likewise."""
+    levels = chance_by_dataset(chance, datasets)
+    if len(set(levels.values())) <= 1:
+        level = next(iter(levels.values()), 0.5)
+        axes.axhline(level, color=CHANCE_COLOUR, linestyle="--", label=f"chance {level:.0%}")
+    else:
+        label = "chance (majority class of each test set)"
+        for centre, dataset in enumerate(datasets):
+            span = [centre - 0.45, centre + 0.45]
+            axes.plot(span, [levels[dataset]] * 2, color=CHANCE_COLOUR, linestyle="--", label=label)
+            label = None
     label = "expert"
     for dataset, value in expert.items():
         if dataset in datasets:

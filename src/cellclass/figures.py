@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from cellclass.figure_parts import (
     CHANCE_COLOUR,
     RIGHT_COLOUR,
     WRONG_COLOUR,
+    chance_by_dataset,
     draw_box_group,
     draw_curve,
     draw_heatmap,
@@ -159,7 +160,7 @@ def accuracy_boxplot(
     run_rows: Sequence[dict],
     out_path: str | os.PathLike,
     *,
-    chance: float,
+    chance: float | Mapping[str, float],
     expert: dict[str, float] | None = None,
     rng: np.random.Generator,
     include_control: bool = False,
@@ -173,8 +174,9 @@ def accuracy_boxplot(
         ``control`` (0/1, missing means 0).
     out_path : path
         PNG file to write.
-    chance : float
-        Accuracy of guessing, 1 / n_classes; drawn as a dashed line.
+    chance : float or dict of str to float
+        Accuracy of always answering the most common class, per test set (one number: the
+        same for all); drawn as a dashed line across each test set.
     expert : dict of str to float, optional
         A human expert's accuracy per test set, drawn as a line across that test set.
     rng : numpy.random.Generator
@@ -200,7 +202,8 @@ def accuracy_boxplot(
         x = datasets.index(dataset) - 0.4 + width * (models.index(model) + 0.5)
         draw_box_group(axes, x, width, values, colours[model], rng)
     draw_reference_lines(axes, datasets, chance, expert or {})
-    lowest = min(chance, *(min(values) for values in groups.values()))
+    levels = chance_by_dataset(chance, datasets)
+    lowest = min(*levels.values(), *(min(values) for values in groups.values()))
     axes.set_ylim(max(0.0, lowest - 0.08), 1.02)
     axes.set_xlim(-0.6, len(datasets) - 0.4)
     counts = {d: max(len(v) for (_, ds), v in groups.items() if ds == d) for d in datasets}

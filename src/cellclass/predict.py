@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from cellclass import results
-from cellclass.cache import load_store, preprocessing_from_dict
+from cellclass.cache import Preprocessing, load_store, preprocessing_from_dict
 from cellclass.datasets import Dataset, dataset_info, load_dataset
 from cellclass.experiment import ExperimentError, prediction_rows
 from cellclass.folders import is_hidden
-from cellclass.images import IMAGE_EXTENSIONS
+from cellclass.images import IMAGE_EXTENSIONS, Normalization
 from cellclass.metrics import expected_calibration_error, softmax
 from cellclass.models import build_model
 from cellclass.probes import load_temperatures
@@ -31,6 +31,15 @@ class SavedRun:
     model_name: str  # architecture
     model: torch.nn.Module  # weights loaded, eval mode, CPU
     meta: dict  # the checkpoint's metadata: class_names, preprocessing, seed...
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The fitted preprocessing this run was trained with (each recipe has its own)."""
+        return preprocessing_from_dict(self.meta["preprocessing"])
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.preprocessing.normalization
 
 
 def load_runs(run_dir: str | Path, *, run: int | None = None) -> list[SavedRun]:
@@ -113,7 +122,7 @@ def predict_paths(
     probs = np.stack(
         [
             softmax(
-                predict_logits(r.model, split, prep.normalization, tta=_tta(r)),
+                predict_logits(r.model, split, r.normalization, tta=_tta(r)),
                 temperature=temperatures.get((r.run, r.model_name), 1.0),
             )
             for r in runs
@@ -201,7 +210,7 @@ def _evaluate_runs(runs: list[SavedRun], data: Dataset, prep, class_names) -> tu
     split = Split(data.name, data.store, np.arange(len(data.labels)), data.labels)
     run_rows, pred_rows = [], []
     for saved in runs:
-        result = evaluate(saved.model, split, prep.normalization, tta=_tta(saved))
+        result = evaluate(saved.model, split, saved.normalization, tta=_tta(saved))
         probs = softmax(result.logits)
         run_rows.append(
             {

@@ -8,7 +8,7 @@ returning its path.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from matplotlib.ticker import PercentFormatter
 from cellclass.figure_parts import (
     CHANCE_COLOUR,
     WRONG_COLOUR,
+    chance_by_dataset,
     model_colours,
     new_figure,
     save_png,
@@ -226,7 +227,7 @@ def intensity_histograms(
 
 
 def loss_accuracy_figure(
-    rows: Sequence[dict], out_path: str | os.PathLike, *, chance: float
+    rows: Sequence[dict], out_path: str | os.PathLike, *, chance: float | Mapping[str, float]
 ) -> Path:
     """Final training loss against test accuracy, one point per run and test set.
 
@@ -234,7 +235,8 @@ def loss_accuracy_figure(
     ----------
     rows : dicts with ``run``, ``model``, ``dataset``, ``train_loss``, ``accuracy``
         (`cellclass.probes.loss_accuracy_rows`); colour: test set, marker: model.
-    chance : accuracy of guessing, drawn as a dashed line
+    chance : accuracy of always answering the most common class, per test set (one number:
+        the same for all), drawn as dashed lines
     """
     if not rows:
         raise ValueError("no runs with both a final training loss and a test accuracy")
@@ -266,9 +268,18 @@ def loss_accuracy_figure(
                     textcoords="offset points",
                     color="#555555",
                 )
-    axes.axhline(
-        chance, color=CHANCE_COLOUR, linestyle="--", linewidth=1, label=f"chance {chance:.0%}"
-    )
+    levels = chance_by_dataset(chance, datasets)
+    for dataset, level in levels.items():
+        same = len(set(levels.values())) == 1
+        if same and dataset != datasets[0]:
+            continue
+        axes.axhline(
+            level,
+            color=CHANCE_COLOUR if same else colours[dataset],
+            linestyle="--",
+            linewidth=1,
+            label=f"chance {level:.0%}" if same else f"chance {dataset} {level:.0%}",
+        )
     axes.set_xlabel("final training loss (cross-entropy)")
     axes.set_ylabel("test accuracy")
     axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))

@@ -39,7 +39,6 @@ def calibration_outputs(
     run_dir: Path,
     runs: list[SavedRun],
     val_splits: dict[int, Split],
-    norm: Normalization,
     predictions: list[dict],
 ) -> Outputs:
     """Fit one temperature per saved run on its validation split; reliability on the tests.
@@ -52,7 +51,7 @@ def calibration_outputs(
     usable = {run: split for run, split in val_splits.items() if len(split.labels) >= MIN_VAL}
     fits = {
         (saved.run, saved.model_name): probes.fit_calibration(
-            split_logits(saved, usable[saved.run], norm), usable[saved.run].labels
+            split_logits(saved, usable[saved.run], saved.normalization), usable[saved.run].labels
         )
         for saved in runs
         if saved.run in usable
@@ -151,7 +150,6 @@ def adversarial_outputs(
     out: Path,
     runs: list[SavedRun],
     tests: list[Split],
-    norm: Normalization,
     *,
     n_images: int,
     epsilons: tuple[float, ...],
@@ -166,8 +164,9 @@ def adversarial_outputs(
     seed = int(rng.integers(2**31))
     table = []
     for split in tests:
-        x = gather_batch(split, balanced_rows(split.labels, n_images, rng=rng), norm, CPU)
+        rows = balanced_rows(split.labels, n_images, rng=rng)
         for saved in runs:
+            x = gather_batch(split, rows, saved.normalization, CPU)  # as this run sees them
             generator = torch.Generator().manual_seed(seed)  # same noise for every run
             sweep = probes.flip_sweep(saved.model, x, epsilons, generator=generator)
             key = {"run": saved.run, "model": saved.model_name, "dataset": split.name}
@@ -192,7 +191,7 @@ def adversarial_outputs(
         out,
         runs[0],
         tests[0],
-        norm,
+        runs[0].normalization,
         _telling_epsilon(table, tests[0].name, runs[0].model_name),
         rng,
     )

@@ -28,7 +28,7 @@ from cellclass.cache import (
     load_normalized,
     preprocessing_from_dict,
 )
-from cellclass.checks import ReportWarning, find_warnings, summary_rows
+from cellclass.checks import ReportWarning, chance_levels, find_warnings, summary_rows
 from cellclass.folders import FolderError, FolderIndex, scan_folder
 from cellclass.probes import load_temperatures
 from cellclass.report_html import _data_table, _ensembles, _flatten, _human_comparisons, _render
@@ -182,18 +182,19 @@ def write_preview(
 def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> list[dict]:
     """Accuracy box plot (when there are test sets) and training curves (when there are epochs)."""
     entries = []
-    chance = 1.0 / max(1, len(data.config["class_names"]))
+    chance = chance_levels(data.config)
     expert = data.config.get("expert") or {}
     if any(math.isfinite(row["accuracy"]) for row in data.runs if not row["control"]):
         path = figures.accuracy_boxplot(
             data.runs,
             out / "accuracy.png",
-            chance=chance,
+            chance={d: chance.get(d, chance[""]) for d in {r["dataset"] for r in data.runs}},
             expert=expert,
             rng=rng,
             include_control=True,
         )
-        parts = ["one point per run", "dashed line: chance"]
+        chance_text = "dashed line: chance (always answering the test set's most common class)"
+        parts = ["one point per run", chance_text]
         parts += ["grey: label-shuffled control runs"] if _count_runs(data, control=1) else []
         parts += ["dash-dotted line: expert"] if expert else []
         caption = "; ".join(parts).capitalize() + "."
@@ -386,10 +387,10 @@ def preview_folder(settings, out_path: str | os.PathLike, *, n_images: int = 25,
     from cellclass.experiment import prepare_data
     from cellclass.progress import Observer
 
-    train, _, prep = prepare_data(settings, Observer())
+    data = prepare_data(settings, Observer())
     return write_preview(
-        train.index,
-        prep,
+        data.train.index,
+        next(iter(data.preps.values())),
         out_path,
         n_images=n_images,
         rng=np.random.default_rng(seed),

@@ -57,8 +57,10 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--normalize",
         choices=("dataset", "image", "bitdepth"),
-        default="dataset",
-        help="dataset: training-set percentiles (keeps brightness differences); "
+        default=None,
+        help="pixel scaling for every recipe (default: each recipe's own; the reference "
+        "divides by the bit-depth maximum as the study did, strong uses dataset). "
+        "dataset: training-set percentiles (keeps brightness differences); "
         "image: per-image percentiles; bitdepth: divide by the bit-depth maximum",
     )
     group.add_argument(
