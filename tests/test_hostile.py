@@ -6,6 +6,7 @@ supplements, so each case here is one a stranger's file or a typo could trigger.
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from cellclass import cli, results
 from cellclass.cli import main
+from cellclass.folders import read_manifest_groups
 
 from .conftest import make_class_tree
 
@@ -116,3 +118,36 @@ def test_an_error_line_is_never_empty(monkeypatch, capsys, error: Exception, lin
     monkeypatch.setitem(cli.COMMANDS, "models", fail)
     assert main(["models"]) == 2
     assert _one_error_line(capsys) == f"cellclass: error: {line}"
+
+
+# ---------------------------------------------------------------- CSV tables
+FORMULA_TEXTS = ["=1+2", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+ROUND_TRIP_TEXTS = ["'=quoted", "''", "'plain", "plain", "-1", "01", "-", "'"]
+
+
+def test_csv_text_cells_never_become_spreadsheet_formulas(tmp_path: Path):
+    texts = FORMULA_TEXTS + ROUND_TRIP_TEXTS
+    rows = [
+        {"run": k, "model": text, "true": "Control", "accuracy": -0.5, "p_=x": -1e-07}
+        for k, text in enumerate(texts)
+    ]
+    path = tmp_path / "runs.csv"
+    results.write_table(path, ["run", "model", "true", "accuracy", "p_=x"], rows[:5])
+    results.append_rows(path, ["run", "model", "true", "accuracy", "p_=x"], rows[5:])
+    with open(path, newline="") as handle:
+        raw = list(csv.DictReader(handle))
+    for row, text in zip(raw, texts, strict=True):
+        assert row["model"] == ("'" + text if text in FORMULA_TEXTS else row["model"])
+        assert (row["accuracy"], row["p_=x"], row["true"]) == ("-0.5", "-1e-07", "Control")
+    assert [row["model"] for row in raw[len(FORMULA_TEXTS) :]] == [
+        "''=quoted", "'''", "'plain", "plain", "-1", "01", "'-", "'"
+    ]  # fmt: skip
+    assert results.read_table(path) == rows  # text back exactly, numbers untouched
+
+
+def test_manifest_paths_survive_the_formula_prefix(tmp_path: Path):
+    manifest = tmp_path / "manifest.csv"
+    row = {"path": "=Control/field-1.png", "source": "-field.tif"}
+    results.write_table(manifest, ["path", "source"], [row])
+    assert manifest.read_text().splitlines()[1] == "'=Control/field-1.png,'-field.tif"
+    assert read_manifest_groups(manifest) == {"=Control/field-1.png": "-field.tif"}

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellclass.csv_cells import unescape_row
 from cellclass.images import IMAGE_EXTENSIONS
 
 PHANTOM_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini", "ehthumbs.db"})
@@ -211,7 +212,8 @@ def read_manifest_groups(manifest: Path) -> dict[str, str]:
         if not reader.fieldnames or "path" not in reader.fieldnames:
             raise FolderError(f"{manifest}: not a cellclass manifest (no 'path' column)")
         source_key = "source" if "source" in reader.fieldnames else "path"
-        return {row["path"]: row[source_key] or row["path"] for row in reader}
+        rows = [unescape_row(row) for row in reader]
+        return {row["path"]: row[source_key] or row["path"] for row in rows}
 
 
 def grouped_split(

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cellclass import results
+from cellclass.csv_cells import unescape_row
 from cellclass.folders import MANIFEST_NAME, scan_folder
 from cellclass.images import ImageReadError, read_image, write_image
 from cellclass.prepare_result import PrepareResult, format_result
@@ -357,7 +358,8 @@ def _read_manifest(path: Path) -> dict[str, dict]:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "path" not in reader.fieldnames:
             raise PrepareError(f"{path}: not a cellclass manifest (no 'path' column); move it away")
-        return {row["path"]: row for row in reader}
+        rows = [unescape_row(row) for row in reader]
+        return {row["path"]: row for row in rows}
 
 
 def _extend_manifest(dst: Path, rows: list[dict]) -> Path:

@@ -29,6 +29,7 @@ from cellclass.cache import (
     preprocessing_from_dict,
 )
 from cellclass.checks import ReportWarning, chance_levels, find_warnings, summary_rows
+from cellclass.csv_cells import unescape_row
 from cellclass.folders import FolderError, FolderIndex, scan_folder
 from cellclass.probes import load_temperatures
 from cellclass.report_html import _data_table, _ensembles, _flatten, _human_comparisons, _render
@@ -77,7 +78,7 @@ def _read_csv(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as handle:
-        return [_typed(row) for row in csv.DictReader(handle)]
+        return [_typed(unescape_row(row)) for row in csv.DictReader(handle)]
 
 
 def _typed(row: dict) -> dict:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 import cellclass
+from cellclass.csv_cells import escape_cell, unescape_cell
 
 RUNS_COLUMNS = [
     "run",
@@ -92,16 +93,25 @@ def read_json(path: Path) -> dict:
 def _format(value) -> str:
     if isinstance(value, float | np.floating):
         return f"{float(value):.6g}"
-    return str(value)
+    return escape_cell(str(value))
 
 
 def write_table(path: Path, columns: list[str], rows: list[dict]) -> None:
-    """Write ``rows`` (dicts) as a CSV with ``columns``, atomically."""
+    """Write ``rows`` (dicts) as a CSV with ``columns``, atomically.
+
+    Text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return: class names and file names come from other people's
+    folders) get a leading ``'`` (`cellclass.csv_cells`); numbers such as -0.5 never do.
+    `read_table` removes the prefix again.
+    """
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
+    plain = csv.writer(buffer, lineterminator="\n")
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    plain.writerow(columns)
     for row in rows:
-        writer.writerow({key: _format(row.get(key, "")) for key in columns})
+        cells = [_format(row.get(key, "")) for key in columns]
+        # Python < 3.13 leaves a "\r" unquoted when lines end in "\n": quote such rows fully
+        (quoted if any("\r" in cell for cell in cells) else plain).writerow(cells)
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -128,15 +138,25 @@ NUMERIC_COLUMNS = frozenset(
 
 
 def read_table(path: Path) -> list[dict]:
-    """Rows of a CSV as dicts; numeric columns (and ``p_<class>``) converted to int/float."""
+    """Rows of a CSV as dicts; numeric columns (and ``p_<class>``) converted to int/float.
+
+    Text cells are returned as they were given to `write_table` (its spreadsheet-safety
+    ``'`` prefix removed).
+    """
     path = Path(path)
     if not path.is_file():
         return []
     with open(path, newline="") as handle:
         return [
-            {key: _parse(value) if _is_numeric(key) else value for key, value in row.items()}
-            for row in csv.DictReader(handle)
+            {key: _cell(key, value) for key, value in row.items()} for row in csv.DictReader(handle)
         ]
+
+
+def _cell(column: str, text):
+    if not isinstance(text, str):  # None for a short row, a list for a long one
+        return text
+    text = unescape_cell(text)
+    return _parse(text) if _is_numeric(column) else text
 
 
 def _is_numeric(column: str) -> bool:
