@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.text import Text
 
 from cellclass import cli, results
 from cellclass.cli import main
+from cellclass.figures import confusion_figure, preview_grid
 from cellclass.folders import read_manifest_groups
 
 from .conftest import make_class_tree
@@ -151,3 +153,23 @@ def test_manifest_paths_survive_the_formula_prefix(tmp_path: Path):
     results.write_table(manifest, ["path", "source"], [row])
     assert manifest.read_text().splitlines()[1] == "'=Control/field-1.png,'-field.tif"
     assert read_manifest_groups(manifest) == {"=Control/field-1.png": "-field.tif"}
+
+
+# ---------------------------------------------------------------- figures
+@pytest.mark.parametrize("class_names", [("$a$", "b"), ("$x^$", "cost $5 or $\\alpha$")])
+def test_class_names_with_dollars_are_drawn_as_plain_text(tmp_path: Path, monkeypatch, class_names):
+    drawn = []  # (text, is_math) of every text matplotlib lays out
+    original = Text._preprocess_math
+
+    def record(self, text):
+        result = original(self, text)
+        drawn.append(result)
+        return result
+
+    monkeypatch.setattr(Text, "_preprocess_math", record)
+    path = confusion_figure(np.array([[3, 1], [0, 2]]), class_names, tmp_path / "confusion.png")
+    images = np.zeros((2, 16, 16, 1), dtype=np.float32)
+    preview_grid(images, list(class_names), tmp_path / "preview.png")
+    assert path.is_file() and (tmp_path / "preview.png").is_file()
+    assert {text for text, _ in drawn} >= set(class_names)  # verbatim, "$" included
+    assert [text for text, is_math in drawn if is_math] == []

@@ -13,9 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.table import Cell
+from matplotlib.text import Text
 from matplotlib.ticker import PercentFormatter
 
 from cellclass.images import to_display_uint8
@@ -28,6 +30,7 @@ CONTROL_COLOUR = colormaps["tab10"].colors[7]  # grey: label-shuffled control ru
 EXPERT_COLOUR = "black"  # the human expert's accuracy, drawn dash-dotted: no model colour
 MAX_ANNOTATED_CLASSES = 20  # confusion cells get numbers up to this many classes
 DPI = 110  # dots per inch of every PNG: sharp in a browser, small enough to embed
+_PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}  # user text is never maths
 
 
 def new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:
@@ -38,19 +41,37 @@ def new_figure(width: float, height: float, *, constrained: bool = True) -> Figu
 
 
 def save_png(figure: Figure, out_path: str | os.PathLike) -> Path:
-    """Write `figure` as PNG to `out_path` atomically; create parent folders; return the path."""
+    """Write `figure` as PNG to `out_path` atomically; create parent folders; return the path.
+
+    Every text is drawn as plain text (`plain_texts`): class, file and test-set names come
+    from users' folders, and matplotlib would read ``$...$`` in them as mathematics (a name
+    like ``$x^$`` would stop the figure, and the whole report, with a parse error).
+    """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=".tmp-", suffix=".png")
     os.close(handle)
     os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a figure is as readable as any output
     try:
-        figure.savefig(tmp_name, dpi=DPI, format="png", facecolor="white")
+        plain_texts(figure)
+        with rc_context(_PLAIN_TEXT):  # tick labels made while drawing are plain too
+            figure.savefig(tmp_name, dpi=DPI, format="png", facecolor="white")
         os.replace(tmp_name, out_path)
     finally:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)
     return out_path
+
+
+def plain_texts(figure: Figure) -> None:
+    """Make every text of `figure` plain: no mathtext (``$...$``), no LaTeX, whatever the
+    user's matplotlibrc says. Table cells hold their text outside the artist tree."""
+    for artist in figure.findobj():
+        texts = [artist] if isinstance(artist, Text) else []
+        texts += [artist.get_text()] if isinstance(artist, Cell) else []
+        for text in texts:
+            text.set_parse_math(False)
+            text.set_usetex(False)
 
 
 def tile_figure(images: np.ndarray, labels: list[tuple[str, str]], n_cols: int) -> Figure:
