@@ -16,7 +16,7 @@ from cellclass.experiment import (
 from cellclass.recipes import REFERENCE
 from cellclass.summary import summary_table
 
-from .conftest import make_class_tree
+from .conftest import make_class_tree, write_png
 
 
 def _settings(tmp_path, train_dir, **changes):
@@ -208,3 +208,32 @@ def test_test_every_is_recorded_and_thins_the_test_rows(tmp_path, class_tree):
     assert results.read_json(out / "config.json")["settings"]["test_every"] == 2
     with pytest.raises(ExperimentError, match="--test-every 0"):
         run_experiment(_settings(tmp_path, class_tree, out=str(tmp_path / "x"), test_every=0))
+
+
+def test_a_constant_output_run_is_flagged_collapsed_and_counted(tmp_path, capsys):
+    """Identical images in both classes leave the network one possible answer: a collapsed
+    run, which runs.csv, the summary and the printed table must name; a run that learns is
+    not flagged."""
+    from cellclass.cli.display import print_summary
+
+    flat = tmp_path / "flat"
+    for name in ("Control", "Treated"):
+        for i in range(8):
+            write_png(flat / name / f"{name}_{i}.png", np.full((32, 32), 90, np.uint8))
+    settings = _settings(tmp_path, flat, runs=1, val_split=0.0, out=str(tmp_path / "flat-out"))
+    out = run_experiment(settings)
+    assert [int(r["collapsed"]) for r in _table(out / "runs.csv")] == [1]
+    table = summary_table(out)
+    assert table[0]["collapsed"] == 1 and table[0]["chance"] == 0.5
+    print_summary(table)
+    assert "1 of 1 runs never left chance" in capsys.readouterr().out
+
+    easy = make_class_tree(tmp_path / "easy", {"Control": 12, "Treated": 12})
+    learned = replace(
+        settings,
+        train_dir=str(easy),
+        out=str(tmp_path / "easy-out"),
+        recipes=(replace(REFERENCE, epochs=5, batch_size=4),),
+    )
+    rows = _table(run_experiment(learned) / "runs.csv")
+    assert float(rows[0]["accuracy"]) > 0.9 and int(rows[0]["collapsed"]) == 0

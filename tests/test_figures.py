@@ -253,3 +253,20 @@ def test_importing_figures_leaves_pyplot_and_the_backend_alone():
         "assert matplotlib.rcParams.copy() == before, 'rcParams changed'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_chance_lines_follow_each_test_set():
+    """A 3-class model tested on a 2-class folder: chance there is 50 %, not 33 %."""
+    from matplotlib.figure import Figure
+
+    from cellclass.figure_parts import draw_reference_lines
+
+    axes = Figure().add_subplot()
+    draw_reference_lines(axes, ["two", "skewed"], {"two": 0.5, "skewed": 0.9}, {})
+    dashed = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
+    assert sorted(line.get_ydata()[0] for line in dashed) == [0.5, 0.9]
+    spans = {line.get_ydata()[0]: tuple(line.get_xdata()) for line in dashed}
+    assert spans[0.5] == (-0.45, 0.45) and spans[0.9] == (0.55, 1.45)  # over its own boxes
+    same = Figure().add_subplot()
+    draw_reference_lines(same, ["a", "b"], 0.5, {})
+    assert [list(line.get_ydata()) for line in same.get_lines()] == [[0.5, 0.5]]  # one axhline

@@ -305,3 +305,16 @@ def test_agreement_hand_case():
 def test_bad_input_raises_value_error(call, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         call()
+
+
+def test_collapsed_marks_a_constant_output_run_and_not_a_learning_one():
+    from cellclass.metrics import collapsed
+
+    balanced = np.array([0] * 10 + [1] * 10)
+    skewed = np.array([0] * 15 + [1] * 5)  # a constant answer scores 75 % or 25 %
+    assert collapsed([0.55, 0.5, 0.5], balanced)
+    assert collapsed([0.9, 0.75, 0.75], skewed)  # stuck at the majority share at the end
+    assert collapsed([0.25, 0.25], skewed)  # constant minority answer
+    assert not collapsed([0.5, 0.5, 0.85], balanced)  # left chance in its last epoch
+    assert not collapsed([0.5, 0.9, 0.95], skewed)
+    assert not collapsed([], balanced)  # no epochs (classical baselines)

@@ -41,22 +41,38 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     -------
     list of dict
         ``model``, ``dataset``, ``control`` (0/1), ``n``, ``mean``, ``sd``, ``ci_low``,
-        ``ci_high`` (95 % t interval clipped to [0, 1]; NaN with one run), ``min``, ``max``;
-        groups in order of first appearance, control groups last.
+        ``ci_high`` (95 % t interval clipped to [0, 1]; NaN with one run), ``min``, ``max``,
+        ``collapsed`` (runs whose training never left chance); groups in order of first
+        appearance, control groups last.
     """
     groups: dict[tuple[int, str, str], list[float]] = {}
+    stuck: dict[tuple[int, str, str], int] = {}
     for row in runs:
         if math.isfinite(row["accuracy"]):
             key = (int(row.get("control") or 0), str(row["model"]), str(row["dataset"]))
             groups.setdefault(key, []).append(float(row["accuracy"]))
+            stuck[key] = stuck.get(key, 0) + _is_collapsed(row)
     rows = []
     for key in sorted(groups, key=lambda key: key[0]):  # stable: keeps appearance order
         control, model, dataset = key
         numbers = summarize(groups[key])
         for bound in ("ci_low", "ci_high"):  # an accuracy lies in [0, 1]; NaN stays NaN
             numbers[bound] = float(np.clip(numbers[bound], 0.0, 1.0))
-        rows.append({"model": model, "dataset": dataset, "control": control, **numbers})
+        rows.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "control": control,
+                **numbers,
+                "collapsed": stuck[key],
+            }
+        )
     return rows
+
+
+def _is_collapsed(row: dict) -> int:
+    value = row.get("collapsed")
+    return int(isinstance(value, int | float) and math.isfinite(value) and value > 0)
 
 
 def _interval(summary: dict, runs: list[dict]) -> tuple[float, float, str]:
@@ -94,6 +110,7 @@ def find_warnings(runs: list[dict], epochs: list[dict], config: dict) -> list[Re
         _leakage_warnings(config)
         + _memorisation_warnings(summary, epochs)
         + _chance_warnings(summary, runs, chance_levels(config))
+        + _collapse_warnings(summary)
         + _spread_warnings(summary)
         + _imbalance_warnings(config)
     )
@@ -187,6 +204,26 @@ def _chance_warnings(summary, runs, chances: dict[str, float]) -> list[ReportWar
                     "names or order do not match the training folders.",
                 )
             )
+    return found
+
+
+def _collapse_warnings(summary) -> list[ReportWarning]:
+    """One warning per model whose runs collapsed (counted once, on its first test set)."""
+    seen, found = set(), []
+    for row in summary:
+        if row["control"] or not row["collapsed"] or row["model"] in seen:
+            continue
+        seen.add(row["model"])
+        found.append(
+            ReportWarning(
+                "warning",
+                f"{row['collapsed']} of {row['n']} {row['model']} runs never left chance",
+                "Their training accuracy stayed at the share of the largest class: the network "
+                "answered one class for every image (a collapsed run, e.g. dead ReLUs after the "
+                "first steps). They count in the mean at chance level; read the box plot, where "
+                "they sit at the bottom, and compare the runs that learned.",
+            )
+        )
     return found
 
 

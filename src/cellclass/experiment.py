@@ -23,7 +23,7 @@ from cellclass.datasets import Dataset, dataset_info, load_dataset
 from cellclass.executors import EXECUTORS, run_jobs
 from cellclass.folders import grouped_split
 from cellclass.images import NORMALIZATION_MODES, Normalization, fit_normalization
-from cellclass.metrics import expected_calibration_error, softmax
+from cellclass.metrics import collapsed, expected_calibration_error, softmax
 from cellclass.progress import Observer
 from cellclass.recipes import REFERENCE, Recipe
 from cellclass.train import RunResult, Split, autocast_dtype, resolve_device, train_run
@@ -378,6 +378,9 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data: Experiment
     prep = data.prep(normalization_mode(settings, job.recipe))
     class_names = train.index.class_names
     key = {"run": job.run, "model": job.recipe.label}
+    fit_rows, _ = run_splits(train, settings, job.seed)
+    train_accuracies = [r.accuracy for r in result.epochs if r.split == "train"]
+    stuck = collapsed(train_accuracies, train.labels[fit_rows])  # shuffling keeps the shares
     run_rows, pred_rows = [], []
     for test in tests:
         evaluation = result.final[test.name]
@@ -394,6 +397,7 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data: Experiment
                 "seconds": result.seconds,
                 "control": int(job.control),
                 "epoch": result.epoch,
+                "collapsed": int(stuck),
             }
         )
         pred_rows += prediction_rows(job.run, key["model"], test, probs, class_names, job.control)

@@ -36,6 +36,7 @@ __all__ = [
     "agreement",
     "bootstrap_difference",
     "cohen_kappa",
+    "collapsed",
     "confusion_matrix",
     "empirical_p_value",
     "expected_calibration_error",
@@ -52,6 +53,44 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- classification scores
+COLLAPSE_EPOCHS = 2  # a run is collapsed when its last this-many epochs stayed at chance
+COLLAPSE_TOLERANCE = 0.02  # ... i.e. train accuracy within this of the majority share
+
+
+def collapsed(
+    train_accuracies: ArrayLike, labels: ArrayLike, *, last: int = COLLAPSE_EPOCHS
+) -> bool:
+    """Whether a run never left chance: its training accuracy stayed at the majority share.
+
+    A network that outputs one constant class scores exactly the share of that class on its
+    training images, whatever the images show. The study's network is prone to this (dead
+    ReLUs after the first steps): such runs sit at chance on every test set and drag a mean
+    down without saying why.
+
+    Parameters
+    ----------
+    train_accuracies : (E,) float
+        Training accuracy per epoch, in order.
+    labels : (N,) int
+        The labels the run was trained on (its majority share is the constant output's score).
+    last : int
+        Number of final epochs that must all sit at chance.
+
+    Returns
+    -------
+    bool
+        True when each of the last ``last`` epochs is at most the majority share plus
+        ``max(COLLAPSE_TOLERANCE, 1 / N)``; False with no epochs (e.g. classical baselines).
+    """
+    values = np.asarray(train_accuracies, dtype=np.float64)
+    labels = np.asarray(labels)
+    if values.size == 0 or labels.size == 0:
+        return False
+    majority = np.bincount(labels).max() / labels.size
+    tolerance = max(COLLAPSE_TOLERANCE, 1.0 / labels.size)
+    return bool(np.all(values[-last:] <= majority + tolerance))
+
+
 def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Fraction of images, in [0, 1], whose predicted label is the true label.
 

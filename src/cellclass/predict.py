@@ -196,7 +196,14 @@ def evaluate_folder(
         observer=observer,
     )
     _check_channels(data.store.channels, runs[0].meta["in_channels"], data.store.paths[0])
-    run_rows, pred_rows = _evaluate_runs(runs, data, prep, class_names)
+    stuck = {  # collapse is a property of the run, recorded when it was trained
+        (row["run"], row["model"]): row.get("collapsed", "")
+        for row in results.read_table(run_dir / "runs.csv")
+        if not row.get("control")
+    }
+    run_rows, pred_rows = _evaluate_runs(runs, data, class_names)
+    for row in run_rows:
+        row["collapsed"] = stuck.get((row["run"], row["model"]), "")
     results.append_rows(run_dir / "runs.csv", results.RUNS_COLUMNS, run_rows)
     results.append_rows(
         run_dir / "predictions.csv", results.prediction_columns(class_names), pred_rows
@@ -206,7 +213,7 @@ def evaluate_folder(
     return run_rows
 
 
-def _evaluate_runs(runs: list[SavedRun], data: Dataset, prep, class_names) -> tuple[list, list]:
+def _evaluate_runs(runs: list[SavedRun], data: Dataset, class_names) -> tuple[list, list]:
     split = Split(data.name, data.store, np.arange(len(data.labels)), data.labels)
     run_rows, pred_rows = [], []
     for saved in runs:

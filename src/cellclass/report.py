@@ -56,7 +56,7 @@ __all__ = [
 N_PANEL = 16  # images per prediction panel
 
 _TEXT_COLUMNS = ("model", "dataset", "split", "path", "true", "predicted")
-_INT_COLUMNS = ("run", "seed", "epoch", "n_images", "control")
+_INT_COLUMNS = ("run", "seed", "epoch", "n_images", "control", "collapsed")
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,9 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
         parts = ["one point per run", chance_text]
         parts += ["grey: label-shuffled control runs"] if _count_runs(data, control=1) else []
         parts += ["dash-dotted line: expert"] if expert else []
-        caption = "; ".join(parts).capitalize() + "."
+        parts += _collapse_notes(data.runs)
+        caption = "; ".join(parts)
+        caption = caption[0].upper() + caption[1:] + "."  # capitalize() would lower the names
         entries.append(_figure(path, "Test accuracy over runs", caption))
     epochs = [row for row in data.epochs if not row["control"]]  # control runs: chance only
     for metric in ("accuracy", "loss"):
@@ -222,6 +224,18 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
         )
         entries.append(_figure(path, "Real vs shuffled-label runs", caption))
     return entries
+
+
+def _collapse_notes(runs: list[dict]) -> list[str]:
+    """ "badger: 2 of 12 runs never left chance ..." per model with collapsed runs."""
+    notes = {}
+    for row in summary_rows(runs):
+        if not row["control"] and row["collapsed"] and row["model"] not in notes:
+            notes[row["model"]] = (
+                f"{row['model']}: {row['collapsed']} of {row['n']} runs never left chance "
+                "(constant output on their training images; the points at the bottom)"
+            )
+    return list(notes.values())
 
 
 def _panel_rows(rows: list[dict], class_names: list[str], rng: np.random.Generator) -> list[dict]:
@@ -358,6 +372,7 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         "config": data.config,
         "warnings": find_warnings(data.runs, data.epochs, data.config),
         "summary": summary_rows(data.runs),
+        "chance": chance_levels(data.config),
         "expert": data.config.get("expert") or {},
         "preview": _preview_figure(data, out, rng, notes),
         "overview": _overview_figures(data, out, rng),

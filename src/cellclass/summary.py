@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cellclass import results
+from cellclass.checks import chance_levels
 from cellclass.metrics import empirical_p_value, mcnemar_exact, summarize, welch_t_test
 
 
@@ -20,19 +21,26 @@ def summary_table(run_dir: str | Path) -> list[dict]:
     """Per (model, test set): n runs, mean, sd, 95 % CI, min and max test accuracy, and the
     accuracy of the runs' ensemble (mean probability over runs).
 
+    Each row also has ``chance`` (the test set's majority-class share: what a constant answer
+    scores) and ``collapsed`` (runs whose training accuracy never left chance).
     With control runs (shuffled labels), each real row gains ``p_vs_control``, the empirical
     p-value of its mean accuracy against the control runs' accuracies, and the control runs
     get rows of their own with model ``<model> (shuffled labels)``.
     """
     rows = [r for r in results.read_table(Path(run_dir) / "runs.csv") if _scored(r)]
+    config_path = Path(run_dir) / "config.json"
+    chances = chance_levels(results.read_json(config_path) if config_path.is_file() else {})
     predictions = results.read_table(Path(run_dir) / "predictions.csv")
     table = []
     for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
         same = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
         real = [r["accuracy"] for r in same if not r.get("control")]
         control = [r["accuracy"] for r in same if r.get("control")]
+        extra = {"chance": chances.get(dataset, chances[""])}
         if real:
-            entry = {"model": model, "dataset": dataset, **summarize(real)}
+            stuck = sum(1 for r in same if not r.get("control") and r.get("collapsed") == 1)
+            entry = {"model": model, "dataset": dataset, **summarize(real), **extra}
+            entry["collapsed"] = stuck
             correct = ensemble_correct(predictions, model, dataset)
             entry["ensemble"] = float(correct.mean()) if len(correct) else float("nan")
             if control:
@@ -40,7 +48,7 @@ def summary_table(run_dir: str | Path) -> list[dict]:
             table.append(entry)
         if control:
             label = f"{model} (shuffled labels)"
-            table.append({"model": label, "dataset": dataset, **summarize(control)})
+            table.append({"model": label, "dataset": dataset, **summarize(control), **extra})
     return table
 
 

@@ -72,14 +72,33 @@ def print_summary(table: list[dict]) -> None:
     if not table:
         print("no test sets: see epochs.csv for training and validation metrics")
         return
-    header = f"{'model':<28}{'test set':<16}{'runs':>5}{'mean':>8}{'sd':>8}{'min':>8}{'max':>8}"
+    header = (
+        f"{'model':<28}{'test set':<16}{'runs':>5}{'mean':>8}{'sd':>8}{'min':>8}{'max':>8}"
+        f"{'chance':>8}"
+    )
     print("\n" + header + ("  p vs control" if any("p_vs_control" in r for r in table) else ""))
     for row in table:
         sd = "" if row["sd"] != row["sd"] else f"{row['sd']:.1%}"
+        chance = f"{row['chance']:.1%}" if "chance" in row else ""
         line = (
             f"{row['model']:<28}{row['dataset']:<16}{row['n']:>5}{row['mean']:>8.1%}{sd:>8}"
-            f"{row['min']:>8.1%}{row['max']:>8.1%}"
+            f"{row['min']:>8.1%}{row['max']:>8.1%}{chance:>8}"
         )
         if "p_vs_control" in row:
             line += f"  {row['p_vs_control']:.3f}"
         print(line)
+    for line in collapse_lines(table):
+        print(line)
+
+
+def collapse_lines(table: list[dict]) -> list[str]:
+    """ "badger: 2 of 12 runs never left chance ..." once per model with collapsed runs."""
+    seen: dict[str, dict] = {}
+    for row in table:
+        if row.get("collapsed") and row["model"] not in seen:
+            seen[row["model"]] = row
+    return [
+        f"{model}: {row['collapsed']} of {row['n']} runs never left chance (constant output on "
+        "their training images); they count in the mean"
+        for model, row in seen.items()
+    ]
