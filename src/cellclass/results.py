@@ -47,6 +47,7 @@ RUNS_COLUMNS = [
     "seconds",
     "control",
     "epoch",
+    "collapsed",  # 1: the run's training accuracy never left chance (constant output)
 ]
 EPOCHS_COLUMNS = ["run", "model", "epoch", "split", "loss", "accuracy", "seconds", "control"]
 PREDICTION_COLUMNS = [
@@ -126,6 +127,7 @@ NUMERIC_COLUMNS = frozenset(
         "n_images",
         "seconds",
         "control",
+        "collapsed",
         "confidence",
         "agreement",
         "n_runs",
