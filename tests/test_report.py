@@ -10,7 +10,7 @@ from PIL import Image
 
 from cellclass import report, results
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS
+from .conftest import CHROMIUM, CHROMIUM_ARGS, make_class_tree
 
 
 # ---------------------------------------------------------------- a fake results folder
@@ -394,3 +394,56 @@ def test_chance_is_the_majority_share_of_each_test_set():
     ]
     titles = [w.title for w in find_warnings(runs, [], config)]
     assert any("indistinguishable from chance" in t for t in titles)
+
+
+def test_study_report_states_each_datasets_finding_first(tmp_path):
+    """One page over two experiments: an easy dataset the network learns, and one it cannot
+    (identical images in both classes: every run collapses); each finding in words, with its
+    own chance, the collapsed runs named, and a link to the dataset's full report."""
+    from dataclasses import replace
+
+    from cellclass.experiment import ExperimentSettings, run_experiment
+    from cellclass.recipes import REFERENCE
+    from cellclass.study_report import study_findings, write_study_report
+
+    from .conftest import write_png
+
+    flat = tmp_path / "flat"
+    for name in ("Control", "Treated"):
+        for i in range(8):
+            write_png(flat / name / f"{name}_{i}.png", np.full((32, 32), 90, np.uint8))
+    easy = make_class_tree(tmp_path / "easy", {"Control": 12, "Treated": 12})
+    easy_test = make_class_tree(tmp_path / "easy-test", {"Control": 6, "Treated": 2}, seed=3)
+    base = ExperimentSettings(
+        train_dir="",
+        out="",
+        runs=2,
+        val_split=0.0,
+        image_size=32,
+        cache_dir=str(tmp_path / "cache"),
+        recipes=(replace(REFERENCE, epochs=5, batch_size=4),),
+    )
+    run_dirs = {
+        "easy": run_experiment(
+            replace(base, train_dir=str(easy), out=str(tmp_path / "r-easy"),
+                    tests=(("easy", str(easy_test)),))
+        ),
+        "flat": run_experiment(
+            replace(base, train_dir=str(flat), out=str(tmp_path / "r-flat"),
+                    tests=(("flat", str(flat)),))
+        ),
+    }  # fmt: skip
+    for run_dir in run_dirs.values():
+        report.write_report(run_dir)
+    findings = {f.dataset: f for f in study_findings(run_dirs)}
+    assert findings["easy"].verdict == "learnt" and findings["easy"].chance == 0.75
+    assert findings["flat"].verdict == "near chance" and findings["flat"].collapsed == 2
+    assert "2 of 2 runs never left chance" in findings["flat"].sentence
+    page = write_study_report(run_dirs, tmp_path / "study.html", title="two datasets")
+    html = page.read_text()
+    assert html.index("The answer") < html.index("<img")  # the answer comes first
+    assert "2 of 2 runs never left chance" in html and "chance 75%" in html
+    assert 'href="r-easy/report.html"' in html and 'href="r-flat/report.html"' in html
+    assert re.findall(r'<img src="([^"]+)"', html) and all(
+        src.startswith("data:image/png;base64,") for src in re.findall(r'<img src="([^"]+)"', html)
+    )

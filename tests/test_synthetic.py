@@ -11,6 +11,7 @@ from cellclass.synthetic import (
     MAX_VALUE,
     PHENOTYPES,
     DemoData,
+    DemoDataset,
     _render,  # to check tiles against the wide field they come from
     make_field,
     write_class_folders,
@@ -174,31 +175,33 @@ def test_bad_requests_are_refused_before_writing(tmp_path, counts, options):
 
 def test_write_demo_layout_counts_and_independent_tests(tmp_path):
     demo = write_demo(tmp_path / "demo", n_train=3, n_test=2, size=32, seed=1)
+    root = tmp_path / "demo"
     assert demo == DemoData(
-        root=tmp_path / "demo",
-        train=tmp_path / "demo" / "train",
-        tests={
-            "snap29": tmp_path / "demo" / "test-snap29",
-            "snf7": tmp_path / "demo" / "test-snf7",
+        root=root,
+        datasets={
+            name: DemoDataset(root / name / "train", root / name / "test")
+            for name in ("snap29", "snf7")
         },
     )
-    layout = {
-        "train": {"Control": 3, "Snap29": 3, "Snf7": 3},
-        "test-snap29": {"Control": 2, "Snap29": 2},
-        "test-snf7": {"Control": 2, "Snf7": 2},
+    layout = {  # the study's design: one binary experiment per dataset
+        "snap29/train": {"Control": 3, "Snap29": 3},
+        "snap29/test": {"Control": 2, "Snap29": 2},
+        "snf7/train": {"Control": 3, "Snf7": 3},
+        "snf7/test": {"Control": 2, "Snf7": 2},
     }
     for folder, counts in layout.items():
         found = {p.name: len(list(p.iterdir())) for p in (demo.root / folder).iterdir()}
         assert found == counts
     assert "SYNTHETIC" in (demo.root / "README.txt").read_text()
-    assert sorted(p.name for p in demo.root.iterdir()) == sorted([*layout, "README.txt"])
-    train = _read(demo.train / "Control" / "Control_0000.tif")
-    for test in demo.tests.values():
-        assert not np.array_equal(train, _read(test / "Control" / "Control_0000.tif"))
-    snap29_control = _read(demo.tests["snap29"] / "Control" / "Control_0000.tif")
-    assert not np.array_equal(
-        snap29_control, _read(demo.tests["snf7"] / "Control" / "Control_0000.tif")
-    )
+    assert sorted(p.name for p in demo.root.iterdir()) == ["README.txt", "snap29", "snf7"]
+    controls = [
+        _read(folder / "Control" / "Control_0000.tif")
+        for dataset in demo.datasets.values()
+        for folder in (dataset.train, dataset.test)
+    ]
+    for i, first in enumerate(controls):  # every folder draws its own fields
+        for second in controls[i + 1 :]:
+            assert not np.array_equal(first, second)
 
 
 def test_write_demo_accepts_an_empty_folder_and_refuses_a_full_one(tmp_path):

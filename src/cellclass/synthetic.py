@@ -33,7 +33,9 @@ __all__ = [
     "FORMATS",
     "MAX_VALUE",
     "PHENOTYPES",
+    "DEMO_DATASETS",
     "DemoData",
+    "DemoDataset",
     "Phenotype",
     "make_field",
     "write_class_folders",
@@ -186,20 +188,32 @@ def write_class_folders(
 
 
 @dataclass(frozen=True)
+class DemoDataset:
+    """One of the study's datasets: a two-class training folder and its test folder."""
+
+    train: Path  # Control and one phenotype, one folder per class
+    test: Path  # the same two classes, fields drawn independently of train
+
+
+@dataclass(frozen=True)
 class DemoData:
     """Where `write_demo` put the demo data."""
 
     root: Path  # the demo folder, holding README.txt
-    train: Path  # training set: Control, Snap29 and Snf7 folders
-    tests: dict[str, Path]  # test sets: "snap29" (Control, Snap29), "snf7" (Control, Snf7)
+    datasets: dict[str, DemoDataset]  # "snap29" (easy) and "snf7" (hard)
 
+
+DEMO_DATASETS = {"snap29": "Snap29", "snf7": "Snf7"}  # dataset -> phenotype vs Control
 
 _README = """\
 cellclass demo data: SYNTHETIC fluorescence fields of cells, not real microscopy.
 {size} x {size} pixels, {fmt} (TIFF: 12-bit values in uint16; PNG: those times 255/4095).
-train/ has {n_train} images per class; test-snap29/ and test-snf7/ have {n_test} per class,
-drawn independently of train. Made by cellclass.synthetic.write_demo(seed={seed}).
-Classes, after the 2019 Snap29 / Snf7 study:
+As in the 2019 study, two datasets, each its own binary experiment:
+  snap29/train, snap29/test: Control vs Snap29 (easy)
+  snf7/train,   snf7/test:   Control vs Snf7 (hard)
+Each train/ folder has {n_train} images per class, each test/ folder {n_test}, every folder
+drawn from its own seed stream (no test field repeats a training field).
+Made by cellclass.synthetic.write_demo(seed={seed}). Classes:
 {phenotypes}"""
 
 
@@ -212,18 +226,17 @@ def write_demo(
     seed: int = 0,
     fmt: str = "tif",
 ) -> DemoData:
-    """Write the demo data: a three-class training set and two two-class test sets.
+    """Write the demo data: the study's two datasets, each a two-class train and test folder.
 
-    Writes ``train/{Control,Snap29,Snf7}/``, ``test-snap29/{Control,Snap29}/``,
-    ``test-snf7/{Control,Snf7}/`` (each from its own seed stream, so no test field repeats a
-    training field) and, last, ``README.txt``.
+    Writes ``snap29/{train,test}/{Control,Snap29}/`` and ``snf7/{train,test}/{Control,Snf7}/``
+    (each folder from its own seed stream, so no field repeats) and, last, ``README.txt``.
 
     Parameters
     ----------
     root : str or path-like
         A new or empty folder.
     n_train, n_test : int
-        Images per class in the training set and in each test set.
+        Images per class in each training folder and in each test folder.
     size : int
         Side of each square field, pixels.
     seed : int
@@ -240,15 +253,18 @@ def write_demo(
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root} exists and is not an empty folder; choose a new folder")
     _check_request({"Control": n_train, "Snf7": n_test}, fmt, {"size": size, "seed": seed})
-    tests = {"snap29": root / "test-snap29", "snf7": root / "test-snf7"}
     options = {"size": size, "seed": seed, "fmt": fmt}
-    write_class_folders(root / "train", dict.fromkeys(PHENOTYPES, n_train), stream=0, **options)
-    write_class_folders(tests["snap29"], {"Control": n_test, "Snap29": n_test}, stream=1, **options)
-    write_class_folders(tests["snf7"], {"Control": n_test, "Snf7": n_test}, stream=2, **options)
+    datasets = {}
+    for number, (name, phenotype) in enumerate(DEMO_DATASETS.items()):
+        dataset = DemoDataset(root / name / "train", root / name / "test")
+        for stream, (folder, n) in enumerate(((dataset.train, n_train), (dataset.test, n_test))):
+            counts = {"Control": n, phenotype: n}
+            write_class_folders(folder, counts, stream=2 * number + stream, **options)
+        datasets[name] = dataset
     phenotypes = "".join(f"  {p.name:8s} {p.description}\n" for p in PHENOTYPES.values())
     text = _README.format(phenotypes=phenotypes, n_train=n_train, n_test=n_test, **options)
     handle, temp = tempfile.mkstemp(dir=root, prefix=".README.", suffix=".txt")
     with os.fdopen(handle, "w", encoding="utf-8") as file:
         file.write(text)
     os.replace(temp, root / "README.txt")
-    return DemoData(root=root, train=root / "train", tests=tests)
+    return DemoData(root=root, datasets=datasets)
