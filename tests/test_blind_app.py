@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cellclass import cli, results
-from cellclass.blind.app import create_app
+from cellclass.blind.app import KEY_COOKIE, KEY_HEADER, create_app, host_is_allowed
 from cellclass.blind.scoring import ANSWER_COLUMNS, answer_rows, scorer_summary
 from cellclass.blind.server import ServeSettings, is_loopback, open_server
 from cellclass.blind.store import Session, open_store
@@ -51,6 +51,13 @@ def assert_blind(text: str, tree: Path, *, labels_too: bool) -> None:
         assert secret not in text, f"{secret!r} reached the browser"
 
 
+def start(client, scorer: str = "alice") -> dict:
+    """Start ``scorer``'s session in the test client (which keeps the key's cookie)."""
+    response = client.post("/api/start", json={"scorer": scorer})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
 def png_text_chunks(data: bytes) -> list[bytes]:
     """Types of the PNG's chunks that can carry text (tEXt, zTXt, iTXt, eXIf)."""
     chunks, offset = [], 8
@@ -77,7 +84,7 @@ def test_page_shows_class_buttons_and_nothing_of_the_key(store, test_set, tree: 
 
 def test_no_api_response_names_a_file_folder_or_label(store, test_set, tree: Path):
     client = create_app(store, test_set, repeats=0.25).test_client()
-    responses = [client.get("/api/next?scorer=alice")]
+    responses = [client.post("/api/start", json={"scorer": "alice"})]
     state = responses[0].get_json()
     while not state["done"]:
         responses.append(client.get(state["image"]))
@@ -87,11 +94,13 @@ def test_no_api_response_names_a_file_folder_or_label(store, test_set, tree: Pat
         responses.append(client.post("/api/answer", json={"token": token, "answer": wrong}))
         responses.append(client.post("/api/answer", json={"token": token, "answer": wrong}))  # 409
         state = responses[-2].get_json()
-    responses.append(client.post("/api/undo", json={"scorer": "alice"}))
+    responses.append(client.post("/api/undo", json={}))
     responses.append(client.post("/api/answer", json={"token": "bogus", "answer": "x"}))
     responses.append(client.get("/image/bogus.png"))
-    responses.append(client.get("/api/next?scorer="))
-    assert {r.status_code for r in responses} == {200, 400, 404, 409}
+    responses.append(client.post("/api/start", json={"scorer": ""}))
+    responses.append(client.post("/api/start", json={"scorer": "alice"}))  # taken: 403
+    responses.append(create_app(store, test_set).test_client().get("/api/next"))  # no key: 403
+    assert {r.status_code for r in responses} == {200, 400, 403, 404, 409}
     for response in responses:
         headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
         assert_blind(headers, tree, labels_too=True)
@@ -104,7 +113,7 @@ def test_no_api_response_names_a_file_folder_or_label(store, test_set, tree: Pat
 # ---------------------------------------------------------------- images
 def test_images_are_the_model_input_upscaled(store, test_set, tree: Path, tmp_path: Path):
     client = create_app(store, test_set).test_client()
-    state = client.get("/api/next?scorer=alice").get_json()
+    state = start(client)
     response = client.get(state["image"])
     assert response.status_code == 200 and response.mimetype == "image/png"
     shown = np.asarray(Image.open(io.BytesIO(response.data)))
@@ -144,23 +153,28 @@ def test_render_png_checks_its_input():
         ("repeated", 409),
         ("not json", 400),
         ("bad time", 400),
-        ("undo nobody", 404),
+        ("undo without key", 403),
         ("bad scorer", 400),
+        ("taken scorer", 403),
     ],
 )
 def test_bad_requests_get_4xx_and_change_nothing(store, test_set, kind: str, status: int):
-    client = create_app(store, test_set).test_client()
-    first = client.get("/api/next?scorer=alice").get_json()
+    app = create_app(store, test_set)
+    client = app.test_client()
+    first = start(client)
     client.post("/api/answer", json={"token": first["token"], "answer": "WildType"})
-    current = client.get("/api/next?scorer=alice").get_json()["token"]
+    current = client.get("/api/next").get_json()["token"]
+    if kind == "undo without key":
+        client = app.test_client()
     requests = {
         "unknown token": ("/api/answer", {"token": "x" * 22, "answer": "WildType"}),
         "unknown class": ("/api/answer", {"token": current, "answer": "Mitochondria"}),
         "repeated": ("/api/answer", {"token": first["token"], "answer": "Knockdown"}),
         "not json": ("/api/answer", None),
         "bad time": ("/api/answer", {"token": current, "answer": "WildType", "response_ms": -1}),
-        "undo nobody": ("/api/undo", {"scorer": "nobody"}),
-        "bad scorer": ("/api/undo", {"scorer": ""}),
+        "undo without key": ("/api/undo", {}),
+        "bad scorer": ("/api/start", {"scorer": ""}),
+        "taken scorer": ("/api/start", {"scorer": "alice"}),
     }
     url, body = requests[kind]
     before = dump(store.path)
@@ -169,30 +183,135 @@ def test_bad_requests_get_4xx_and_change_nothing(store, test_set, kind: str, sta
     else:
         response = client.post(url, json=body)
     assert response.status_code == status
-    assert response.get_json()["error"]
+    assert response.get_json()["error"] and "key" not in response.get_json()
+    assert KEY_COOKIE not in response.headers.get("Set-Cookie", "")
     assert dump(store.path) == before
 
 
 def test_a_fixed_scorer_server_serves_only_that_scorer(store, test_set, tree: Path):
-    bob = create_app(store, test_set, scorer="bob").test_client()
-    state = bob.get("/api/next").get_json()
-    assert state["scorer"] == "bob" and bob.get("/api/next?scorer=bob").status_code == 200
-    assert bob.get("/api/next?scorer=eve").status_code == 400
+    bob_app = create_app(store, test_set, scorer="bob")
+    bob = bob_app.test_client()
+    state = start(bob, "bob")
+    assert state["scorer"] == "bob" and bob.get("/api/next").status_code == 200
+    assert bob.post("/api/start", json={"scorer": "eve"}).status_code == 400
     open_app = create_app(store, test_set).test_client()
-    alice = open_app.get("/api/next?scorer=alice").get_json()
+    alice = start(open_app, "alice")
     before = dump(store.path)
     response = bob.post("/api/answer", json={"token": alice["token"], "answer": "WildType"})
     assert response.status_code == 404 and bob.get(alice["image"]).status_code == 404
+    as_alice = bob_app.test_client().get("/api/next", headers={KEY_HEADER: alice["key"]})
+    assert as_alice.status_code == 403  # alice's key is no use on bob's server
     assert dump(store.path) == before
     assert 'data-scorer="bob"' in bob.get("/").get_data(as_text=True)
 
 
 def test_a_database_of_another_folder_is_refused_by_the_page(store, test_set, tmp_path: Path):
     other = load_test(write_blind_tree(tmp_path / "other", seed=7), cache_dir=tmp_path / "cache")
-    create_app(store, other).test_client().get("/api/next?scorer=alice")
-    response = create_app(store, test_set).test_client().get("/api/next?scorer=alice")
+    key = start(create_app(store, other).test_client())["key"]
+    client = create_app(store, test_set).test_client()
+    response = client.get("/api/next", headers={KEY_HEADER: key})
     assert response.status_code == 409
     assert str(tmp_path) not in response.get_data(as_text=True)
+
+
+# ---------------------------------------------------------------- access and hardening
+def test_only_the_scorers_key_reads_answers_or_undoes(store, test_set):
+    app = create_app(store, test_set)
+    alice = app.test_client()
+    state = start(alice)
+    alice.post("/api/answer", json={"token": state["token"], "answer": "WildType"})
+    current = alice.get("/api/next").get_json()
+    before = dump(store.path)
+    for headers in ({}, {KEY_HEADER: "x" * 22}, {KEY_HEADER: ""}):
+        other = app.test_client()  # another process or browser: no cookie
+        calls = [
+            other.get("/api/next?scorer=alice", headers=headers),
+            other.get(current["image"], headers=headers),
+            other.post("/api/answer", json={"token": current["token"], "answer": "WildType"}),
+            other.post("/api/undo", json={"scorer": "alice"}, headers=headers),
+            other.post("/api/resume", json={"key": "x" * 22}),
+        ]
+        assert [r.status_code for r in calls] == [403] * 5
+        assert all(state["token"] not in r.get_data(as_text=True) for r in calls)
+    assert dump(store.path) == before
+    assert [s.scorer for s in store.sessions()] == ["alice"]  # GET /api/next created nobody
+    script = app.test_client().get("/api/next", headers={KEY_HEADER: state["key"]})
+    assert script.get_json()["token"] == current["token"]
+    link = app.test_client()  # the personal link: /#key=... posted by the page
+    assert link.post("/api/resume", json={"key": state["key"]}).status_code == 200
+    assert link.get("/api/next").get_json()["token"] == current["token"]
+
+
+def test_the_key_cookie_is_http_only_and_same_site(store, test_set):
+    response = create_app(store, test_set).test_client().post("/api/start", json={"scorer": "a"})
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith(f"{KEY_COOKIE}={response.get_json()['key']};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+
+
+@pytest.mark.parametrize(
+    ("bound", "host", "allowed"),
+    [
+        ("127.0.0.1", "127.0.0.1:8000", True),
+        ("127.0.0.1", "localhost:8000", True),
+        ("127.0.0.1", "evil.example:8000", False),  # DNS rebinding: a name resolving to us
+        ("127.0.0.1", "127.0.0.1.evil.example", False),
+        ("127.0.0.1", "192.168.1.7:8000", False),
+        ("::1", "[::1]:8000", True),
+        ("0.0.0.0", "192.168.1.7:8000", True),
+        ("0.0.0.0", "[fe80::1]:8000", True),
+        ("0.0.0.0", "evil.example:8000", False),
+        ("192.168.1.7", "192.168.1.7:8000", True),
+        ("192.168.1.7", "localhost:8000", False),
+        ("127.0.0.1", "[bad", False),
+    ],
+)
+def test_host_header_must_name_the_bound_address(bound: str, host: str, allowed: bool):
+    assert host_is_allowed(host, bound) is allowed
+
+
+def test_foreign_hosts_origins_methods_and_big_bodies_are_refused(store, test_set):
+    app = create_app(store, test_set)
+    client = app.test_client()
+    state = start(client)
+    before = dump(store.path)
+    answer = {"token": state["token"], "answer": "WildType"}
+    refused = {
+        "foreign host": client.get("/", headers={"Host": "rebound.example:8000"}),
+        "foreign host api": client.post("/api/answer", json=answer, headers={"Host": "x.example"}),
+        "other origin": client.post("/api/answer", json=answer, headers={"Origin": "http://x.io"}),
+        "null origin": client.post("/api/undo", json={}, headers={"Origin": "null"}),
+        "form post": client.post("/api/answer", data=answer),  # what another site's form sends
+        "GET answer": client.get("/api/answer"),
+        "GET start": client.get("/api/start?scorer=mallory"),
+        "GET undo": client.get("/api/undo"),
+        "huge body": client.post(
+            "/api/answer", data=b"{" + b" " * 70_000 + b"}", content_type="application/json"
+        ),
+    }
+    statuses = {kind: response.status_code for kind, response in refused.items()}
+    assert statuses == {
+        "foreign host": 403,
+        "foreign host api": 403,
+        "other origin": 403,
+        "null origin": 403,
+        "form post": 400,
+        "GET answer": 405,
+        "GET start": 405,
+        "GET undo": 405,
+        "huge body": 413,
+    }
+    assert all(r.get_json()["error"] for r in refused.values())
+    assert dump(store.path) == before
+    own = client.post("/api/answer", json=answer, headers={"Origin": "http://localhost"})
+    assert own.status_code == 200  # the page's own requests
+
+
+def test_no_page_can_frame_the_scoring_page(store, test_set):
+    client = create_app(store, test_set).test_client()
+    for response in (client.get("/"), client.get("/api/next"), client.get("/static/score.js")):
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
 # ---------------------------------------------------------------- server start
@@ -240,7 +359,7 @@ def test_scorer_summary_known_values():
 
 def test_blind_results_command(store, test_set, tmp_path: Path, capsys):
     client = create_app(store, test_set).test_client()
-    state = client.get("/api/next?scorer=alice").get_json()
+    state = start(client)
     for _ in range(4):
         item = store.item(state["token"])
         body = {"token": state["token"], "answer": item.true_label, "response_ms": 900}

@@ -1,11 +1,13 @@
 """The scoring page in a real headless Chromium: keyboard scoring, a server restart, results.
 
 Needs Debian's ``chromium`` (``/usr/bin/chromium``, installed by ``.ci/run``) and the Playwright
-Python package; Playwright's own browser download is never used.
+Python package; Playwright's own browser download is never used. The page runs under its real
+Content-Security-Policy (no eval), so the test waits with locators, not page-side functions.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -52,10 +54,13 @@ def _score_one(page, store, n_done: int, *, wrong: bool) -> str:
     truth = store.item(token).true_label
     answer = CLASSES[1 - CLASSES.index(truth)] if wrong else truth
     page.keyboard.press(str(CLASSES.index(answer) + 1))
-    page.wait_for_function(
-        "n => document.getElementById('count').textContent.startsWith(n + ' /')", arg=n_done + 1
-    )
+    _wait_count(page, n_done + 1)
     return answer
+
+
+def _wait_count(page, n: int) -> None:
+    """Wait until the page says ``n / total`` answered."""
+    playwright_api.expect(page.locator("#count")).to_have_text(re.compile(rf"^{n} /"))
 
 
 def test_score_by_keyboard_with_a_restart(tmp_path: Path, capsys):
@@ -77,17 +82,17 @@ def test_score_by_keyboard_with_a_restart(tmp_path: Path, capsys):
         eighth = page.get_attribute("#image", "src")
         _score_one(page, store, 7, wrong=True)
         page.keyboard.press("Backspace")  # undo the 8th answer: the same image comes back
-        page.wait_for_function("document.getElementById('count').textContent.startsWith('7 /')")
+        _wait_count(page, 7)
         assert page.get_attribute("#image", "src") == eighth
         _score_one(page, store, 7, wrong=False)
 
         server.stop()  # the server goes away mid-way ...
         page.wait_for_selector(".answer:not([disabled])")
         page.keyboard.press("1")
-        page.wait_for_function("document.getElementById('message').textContent.includes('reach')")
+        playwright_api.expect(page.locator("#message")).to_contain_text("reach")
         server = _Server(db, tree, tmp_path / "cache", port=server.port)  # ... and comes back
         page.reload()
-        page.wait_for_function("document.getElementById('count').textContent.startsWith('8 /')")
+        _wait_count(page, 8)
         for n in range(8, total):
             _score_one(page, store, n, wrong=False)
         page.wait_for_selector("#finish:not([hidden])")
@@ -103,3 +108,36 @@ def test_score_by_keyboard_with_a_restart(tmp_path: Path, capsys):
     assert cli.main(["blind", "results", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "carol" in out and "20/20" in out and "87.5%" in out  # 14 of 16 right
+
+
+def test_personal_link_resumes_in_another_browser_and_a_name_is_never_taken_over(tmp_path):
+    server = _Server(tmp_path / "scores.sqlite", write_blind_tree(tmp_path / "test"), tmp_path)
+    base = f"http://127.0.0.1:{server.port}/"
+    expect = playwright_api.expect
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        violations = []  # the page must work under its own Content-Security-Policy
+        page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m))
+        page.goto(base)
+        page.fill("#name", "dora")
+        page.keyboard.press("Enter")
+        store = open_store(tmp_path / "scores.sqlite")
+        for n in range(2):
+            _score_one(page, store, n, wrong=False)
+        link = page.text_content("#link")
+        assert re.fullmatch(rf"{re.escape(base)}#key=[\w-]{{20,}}", link)
+
+        elsewhere = browser.new_context().new_page()  # another browser: no cookie
+        elsewhere.goto(base)
+        expect(elsewhere.locator("#login")).to_be_visible()
+        elsewhere.fill("#name", "dora")  # the name alone gives nothing
+        elsewhere.keyboard.press("Enter")
+        expect(elsewhere.locator("#message")).to_contain_text("already has a session")
+        expect(elsewhere.locator("#scoring")).to_be_hidden()
+        elsewhere.goto(link)
+        _wait_count(elsewhere, 2)
+        assert elsewhere.url == base  # the key left the address bar
+        assert violations == []
+        browser.close()
+    server.stop()

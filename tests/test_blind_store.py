@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,26 @@ def test_order_is_fixed_per_scorer_and_resumed(tmp_path: Path, tree: Path):
     assert len(set(tokens)) == len(tokens) and min(map(len, tokens)) >= 20
 
 
+def test_default_orders_are_secret_and_only_a_seed_reproduces_them(tmp_path: Path, tree: Path):
+    orders = []
+    for name in ("first.sqlite", "second.sqlite"):  # two stores made identically
+        store = open_store(tmp_path / name)
+        session = start(store, tree, "alice", repeats=0.25)
+        assert session.seed is None and len(session.key) >= 20
+        orders.append([(i.path, i.is_repeat) for i in store.items("alice")])
+    assert orders[0] != orders[1]
+    images = answer_key(tree)
+    for seed in range(10):  # not the seed-and-name recipe of any small seed
+        recipe = draw_order(len(images), repeats=0.25, rng=scorer_rng(seed, "alice"))
+        assert [(images[i][0], repeat) for i, repeat in recipe] not in orders
+    seeded = []
+    for name in ("third.sqlite", "fourth.sqlite"):
+        store = open_store(tmp_path / name)
+        assert start(store, tree, "alice", seed=11, repeats=0.25).seed == 11
+        seeded.append([(i.path, i.is_repeat) for i in store.items("alice")])
+    assert seeded[0] == seeded[1]  # an explicit seed reproduces the order
+
+
 def test_a_scorer_of_another_folder_is_refused(tmp_path: Path, tree: Path):
     store = open_store(tmp_path / "scores.sqlite")
     start(store, tree, "alice")
@@ -140,6 +161,39 @@ def test_a_scorer_of_another_folder_is_refused(tmp_path: Path, tree: Path):
     assert str(tmp_path) not in str(error.value)  # the message may reach the browser
     with pytest.raises(InvalidAnswerError, match="scorer name"):
         start(store, tree, "   ")
+
+
+_SCHEMA_1 = """
+CREATE TABLE sessions (scorer TEXT PRIMARY KEY, test_dir TEXT NOT NULL, class_names TEXT NOT NULL,
+    seed INTEGER NOT NULL, repeats REAL NOT NULL, created TEXT NOT NULL);
+CREATE TABLE items (token TEXT PRIMARY KEY, scorer TEXT NOT NULL REFERENCES sessions(scorer),
+    position INTEGER NOT NULL, path TEXT NOT NULL, true_label TEXT NOT NULL,
+    is_repeat INTEGER NOT NULL, UNIQUE (scorer, position));
+CREATE TABLE answers (id INTEGER PRIMARY KEY, scorer TEXT NOT NULL REFERENCES sessions(scorer),
+    token TEXT NOT NULL REFERENCES items(token), answer TEXT NOT NULL, answered_at TEXT NOT NULL,
+    response_ms INTEGER, undone_at TEXT);
+INSERT INTO sessions VALUES ('alice', '/t', '["Knockdown", "WildType"]', 3, 0.0, '2025-01-01');
+INSERT INTO items VALUES ('tok-a', 'alice', 0, '/t/WildType/a.png', 'WildType', 0);
+INSERT INTO items VALUES ('tok-b', 'alice', 1, '/t/Knockdown/b.png', 'Knockdown', 0);
+INSERT INTO answers VALUES (1, 'alice', 'tok-a', 'WildType', '2025-01-01', 900, NULL);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_database_from_before_keys_is_upgraded_in_place(tmp_path: Path):
+    db = tmp_path / "scores.sqlite"
+    with closing(sqlite3.connect(db)) as connection:
+        connection.executescript(_SCHEMA_1)
+    store = open_store(db)
+    (session,) = store.sessions()
+    assert (session.scorer, session.seed, session.class_names) == ("alice", 3, CLASSES)
+    assert store.scorer_with_key(session.key) == "alice" and len(session.key) >= 20
+    progress = store.progress("alice")
+    assert (progress.answered, progress.current.token) == (1, "tok-b")
+    with closing(sqlite3.connect(db)) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert open_store(db).sessions() == [session]  # upgraded once, keys kept
 
 
 # ---------------------------------------------------------------- answering
@@ -253,8 +307,8 @@ def test_concurrent_scorers_and_racing_submits(tmp_path: Path, tree: Path):
 
 
 # ---------------------------------------------------------------- a killed server
-def _serve(tree: Path, db: Path, cache: Path) -> tuple[subprocess.Popen, str]:
-    """Run ``cellclass blind serve`` in a subprocess; return it and its base URL."""
+def _serve(tree: Path, db: Path, cache: Path) -> tuple[subprocess.Popen, str, str]:
+    """Run ``cellclass blind serve`` in a subprocess; return it, its base URL and the key."""
     command = [
         sys.executable,
         "-m",
@@ -276,25 +330,33 @@ def _serve(tree: Path, db: Path, cache: Path) -> tuple[subprocess.Popen, str]:
     for line in process.stdout:
         lines.append(line)
         if line.startswith("serving on "):
-            return process, line.split()[2].rstrip("/")
+            return process, *_link(line)
     process.kill()
     raise AssertionError("server did not start:\n" + "".join(lines))
 
 
-def _call(url: str, body: dict | None = None) -> dict:
+def _link(line: str) -> tuple[str, str]:
+    """Base URL and key of the line "serving on http://HOST:PORT/#key=KEY (...)"."""
+    base, key = line.split()[2].split("/#key=")
+    return base, key
+
+
+def _call(url: str, key: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "X-Scorer-Key": key}
+    request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
 def test_answers_survive_a_killed_server(tmp_path: Path, tree: Path):
     db = tmp_path / "scores.sqlite"
-    process, url = _serve(tree, db, tmp_path / "cache")
+    process, url, key = _serve(tree, db, tmp_path / "cache")
     try:
-        state = _call(f"{url}/api/next")
+        state = _call(f"{url}/api/next", key)
         for _ in range(5):
-            state = _call(f"{url}/api/answer", {"token": state["token"], "answer": "WildType"})
+            body = {"token": state["token"], "answer": "WildType"}
+            state = _call(f"{url}/api/answer", key, body)
         assert state["answered"] == 5
     finally:
         os.kill(process.pid, signal.SIGKILL)  # no shutdown, no flush: like a power cut
@@ -305,10 +367,11 @@ def test_answers_survive_a_killed_server(tmp_path: Path, tree: Path):
     settings = ServeSettings(str(tree), str(db), scorer="alice", port=0, cache_dir=str(tmp_path))
     server, lines = open_server(settings)  # restarted (in this process, to save a start-up)
     assert "scorer alice: 5 of 16 answered" in lines
+    assert _link(lines[-1]) == (f"http://127.0.0.1:{server.server_port}", key)  # same key
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        state = _call(f"http://127.0.0.1:{server.server_port}/api/next")
+        state = _call(f"http://127.0.0.1:{server.server_port}/api/next", key)
         assert (state["answered"], state["token"]) == (5, expected_next)
     finally:
         server.shutdown()

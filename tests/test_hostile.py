@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from cellclass.figures import confusion_figure, preview_grid
 from cellclass.folders import read_manifest_groups
 
 from .conftest import make_class_tree
+from .test_blind_store import write_blind_tree
 
 
 class _CreatesFile:
@@ -173,3 +175,18 @@ def test_class_names_with_dollars_are_drawn_as_plain_text(tmp_path: Path, monkey
     assert path.is_file() and (tmp_path / "preview.png").is_file()
     assert {text for text, _ in drawn} >= set(class_names)  # verbatim, "$" included
     assert [text for text, is_math in drawn if is_math] == []
+
+
+# ---------------------------------------------------------------- blinded scoring server
+def test_blind_serve_on_a_busy_port_creates_nothing(tmp_path: Path, capsys):
+    tree = write_blind_tree(tmp_path / "test")
+    db, cache = tmp_path / "scores.sqlite", tmp_path / "cache"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        argv = ["blind", "serve", str(tree), "--db", str(db), "--port", str(port)]
+        assert main([*argv, "--cache-dir", str(cache)]) == 2
+    assert not db.exists() and not cache.exists()  # checked before anything was made
+    line = _one_error_line(capsys)
+    assert f"127.0.0.1:{port}" in line and "--port" in line

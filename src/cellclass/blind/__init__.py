@@ -19,6 +19,7 @@ from cellclass.blind.scoring import (
 from cellclass.blind.server import ServeSettings, open_server, start_server
 from cellclass.blind.session import draw_order, ensure_session
 from cellclass.blind.store import (
+    AccessError,
     BlindError,
     ConflictError,
     InvalidAnswerError,
@@ -30,6 +31,7 @@ from cellclass.blind.store import (
 from cellclass.blind.testset import BlindTest, load_test, render_png
 
 __all__ = [
+    "AccessError",
     "BlindError",
     "BlindTest",
     "ConflictError",

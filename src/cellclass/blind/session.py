@@ -2,6 +2,10 @@
 
 Each scorer gets their own random order, drawn once when their session starts and then kept
 in the database, so closing the browser or restarting the server never reshuffles it.
+The order is drawn from the operating system's secret randomness (`secrets`), so nobody can
+compute it from the package, a seed and the scorer's name and read the labels off it. Only
+an explicit seed (``--seed``) makes an order reproducible, and then computable by anyone who
+knows the seed.
 A fraction of the images (``repeats``) is shown a second time, later in the order and, where
 the order allows, at least MIN_GAP images after the first showing: the repeats measure how
 consistent the scorer is with themselves.
@@ -10,29 +14,40 @@ consistent the scorer is with themselves.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import zlib
 from collections.abc import Sequence
 
 import numpy as np
 
-from cellclass.blind.store import ConflictError, InvalidAnswerError, ScoreStore, Session
+from cellclass.blind.store import (
+    AccessError,
+    ConflictError,
+    InvalidAnswerError,
+    ScoreStore,
+    Session,
+)
 
 MIN_GAP = 3  # other images shown between an image and its repeat, where the order allows it
 MAX_SCORER_LENGTH = 64  # characters of a scorer name
 
 
-def scorer_rng(seed: int, scorer: str) -> np.random.Generator:
-    """The generator of one scorer's order: the same seed and name give the same order.
+def scorer_rng(seed: int | None, scorer: str) -> np.random.Generator:
+    """The generator of one scorer's order.
 
     Parameters
     ----------
-    seed : int
-        The experiment-level seed (``--seed``).
+    seed : int or None
+        None (the default everywhere): 128 bits from `secrets`, so the order cannot be
+        computed by anyone. An int (``--seed``) reproduces an order: the same seed and name
+        give the same order, which anyone with the seed and the package can compute.
     scorer : str
         The scorer's name; different names give different orders for the same seed.
     """
+    if seed is None:
+        return np.random.default_rng(secrets.randbits(128))
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
     return np.random.default_rng([int(seed), zlib.crc32(scorer.encode("utf-8"))])
 
 
@@ -89,8 +104,9 @@ def ensure_session(
     test_dir: str,
     class_names: Sequence[str],
     images: Sequence[tuple[str, str]],
-    seed: int = 0,
+    seed: int | None = None,
     repeats: float = 0.0,
+    resume: bool = True,
 ) -> Session:
     """Start the scorer's session on these images, or resume the stored one.
 
@@ -105,21 +121,38 @@ def ensure_session(
     images : sequence of (path, true_label)
         The answer key, one entry per image.
     seed, repeats
-        Draw a new order with `scorer_rng(seed, scorer)` and `draw_order`.
+        Draw a new order with `scorer_rng(seed, scorer)` and `draw_order`; seed None (the
+        default) draws a secret order.
+    resume : bool
+        False: only start a new session; a scorer who has one already is refused (the web
+        page's start form, which must never hand out an existing session's key).
+
+    Returns
+    -------
+    Session
+        As stored, with the scorer's secret ``key``.
 
     Raises
     ------
     ConflictError
         The scorer already scores another folder or another set of images in this database.
+    AccessError
+        ``resume`` is False and the scorer already has a session.
     """
     scorer = check_scorer(scorer)
     order = draw_order(len(images), repeats=repeats, rng=scorer_rng(seed, scorer))
     showings = [(*images[index], repeat) for index, repeat in order]
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    wanted = Session(scorer, str(test_dir), tuple(class_names), int(seed), float(repeats), created)
+    seed = None if seed is None else int(seed)
+    wanted = Session(scorer, str(test_dir), tuple(class_names), seed, float(repeats), created)
     stored, created = store.open_session(wanted, showings)
     if created:
         return stored
+    if not resume:
+        raise AccessError(
+            f"scorer {scorer!r} already has a session in this database: open your personal "
+            "link to continue, or choose another name"
+        )
     stored_paths = {item.path for item in store.items(scorer)}
     same_images = stored_paths == {path for path, _ in images}
     if stored.test_dir != wanted.test_dir or not same_images:

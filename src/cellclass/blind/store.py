@@ -7,12 +7,15 @@ nothing. Undo never deletes: it marks the answer undone, keeping a full audit tr
 
 Tables::
 
-    sessions  scorer, test_dir, class_names (JSON), seed, repeats, created
+    sessions  scorer, test_dir, class_names (JSON), seed, repeats, created, key
     items     token, scorer, position, path, true_label, is_repeat   (the answer key)
     answers   id, scorer, token, answer, answered_at, response_ms, undone_at
 
 The answer key (``items.path``, ``items.true_label``) stays on the server: the web app only
 ever sends tokens, class names and counts, and the errors raised here never name a file.
+Each session has a random ``key`` (its scorer's password, made when the session starts): the
+web app serves a scorer only to a browser that shows it. A schema-1 file (before keys) is
+upgraded in place when opened, each session getting a new key.
 """
 
 from __future__ import annotations
@@ -23,19 +26,20 @@ import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-SCHEMA_VERSION = 1  # PRAGMA user_version of a cellclass scores database
+SCHEMA_VERSION = 2  # PRAGMA user_version of a cellclass scores database (1: without keys)
 MAX_RESPONSE_MS = 24 * 3600 * 1000  # a response time above one day is a client bug
 _SCHEMA = """
 CREATE TABLE sessions (
     scorer TEXT PRIMARY KEY,
     test_dir TEXT NOT NULL,
     class_names TEXT NOT NULL,
-    seed INTEGER NOT NULL,
+    seed INTEGER,
     repeats REAL NOT NULL,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    key TEXT NOT NULL UNIQUE
 );
 CREATE TABLE items (
     token TEXT PRIMARY KEY,
@@ -80,14 +84,19 @@ class ConflictError(BlindError):
     """A request that clashes with what is stored: a repeated submit, nothing to undo (HTTP 409)."""
 
 
+class AccessError(BlindError):
+    """A request without the key of the scorer it acts for (HTTP 403)."""
+
+
 @dataclass(frozen=True)
 class Session:
     scorer: str  # who scores; one order and one set of answers per scorer
     test_dir: str  # resolved test folder the images come from
     class_names: tuple[str, ...]  # the answer buttons, in class-map order
-    seed: int  # seed the order was drawn with (see session.scorer_rng)
+    seed: int | None  # explicit seed of the order (session.scorer_rng); None: secret random
     repeats: float  # fraction of images shown a second time
     created: str  # when the session started, ISO 8601 UTC
+    key: str = ""  # the scorer's secret, made by the store when the session starts
 
 
 @dataclass(frozen=True)
@@ -121,7 +130,7 @@ def _now() -> str:
 
 
 def new_token() -> str:
-    """An unguessable URL-safe token (128 random bits) naming one showing."""
+    """An unguessable URL-safe token (128 random bits) naming one showing or a session key."""
     return secrets.token_urlsafe(16)
 
 
@@ -158,6 +167,8 @@ def _ensure_schema(connection: sqlite3.Connection, path: Path) -> None:
         for statement in _SCHEMA.split(";")[:-1]:  # executescript would commit early
             connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    elif version == 1:
+        _add_keys(connection)
     elif version != SCHEMA_VERSION:
         connection.execute("ROLLBACK")
         raise StoreFileError(
@@ -167,6 +178,20 @@ def _ensure_schema(connection: sqlite3.Connection, path: Path) -> None:
     if connection.in_transaction:
         connection.execute("COMMIT")
     connection.execute("PRAGMA journal_mode = WAL")
+
+
+def _add_keys(connection: sqlite3.Connection) -> None:
+    """Upgrade a schema-1 database: sessions get a key, and seed may be NULL (secret order)."""
+    sessions = _SCHEMA[_SCHEMA.index("CREATE TABLE sessions") : _SCHEMA.index(";")]
+    connection.execute(sessions.replace("TABLE sessions", "TABLE sessions_v2"))
+    rows = connection.execute("SELECT * FROM sessions").fetchall()
+    connection.executemany(
+        "INSERT INTO sessions_v2 VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(*row, new_token()) for row in rows],
+    )
+    connection.execute("DROP TABLE sessions")  # foreign keys are off on this connection
+    connection.execute("ALTER TABLE sessions_v2 RENAME TO sessions")
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _item(row: sqlite3.Row) -> Item:
@@ -188,6 +213,7 @@ def _session(row: sqlite3.Row) -> Session:
         row["seed"],
         row["repeats"],
         row["created"],
+        row["key"],
     )
 
 
@@ -228,6 +254,7 @@ class ScoreStore:
         Parameters
         ----------
         session : Session
+            Its ``key`` is ignored: a new session gets a fresh random key.
         showings : sequence of (path, true_label, is_repeat)
             The scorer's order; each showing gets a fresh token. Ignored when the scorer
             already has a session (their stored order is kept).
@@ -235,7 +262,7 @@ class ScoreStore:
         Returns
         -------
         (Session, bool)
-            The scorer's session and whether it was created by this call.
+            The scorer's session (with its key) and whether it was created by this call.
         """
         with self._connect(write=True) as connection:
             stored = connection.execute(
@@ -243,8 +270,9 @@ class ScoreStore:
             ).fetchone()
             if stored is not None:
                 return _session(stored), False
+            session = replace(session, key=new_token())
             connection.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     session.scorer,
                     session.test_dir,
@@ -252,6 +280,7 @@ class ScoreStore:
                     session.seed,
                     session.repeats,
                     session.created,
+                    session.key,
                 ),
             )
             connection.executemany(
@@ -268,6 +297,16 @@ class ScoreStore:
         with self._connect() as connection:
             rows = connection.execute("SELECT * FROM sessions ORDER BY scorer").fetchall()
         return [_session(row) for row in rows]
+
+    def scorer_with_key(self, key: str) -> str:
+        """The scorer whose session ``key`` is; raises `AccessError` for any other string."""
+        with self._connect() as connection:
+            row = connection.execute(
+                "SELECT scorer FROM sessions WHERE key = ?", (str(key),)
+            ).fetchone()
+        if row is None:
+            raise AccessError("no scoring session with this key")
+        return row[0]
 
     def items(self, scorer: str) -> list[Item]:
         """The scorer's showings in order (empty for an unknown scorer)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cellclass.cli.arguments import fraction, positive
+from cellclass.cli.arguments import fraction, non_negative, positive
 
 
 def add_blind_parser(commands) -> None:
@@ -23,7 +23,11 @@ def add_blind_parser(commands) -> None:
         "--repeats", type=fraction, default=0.0, metavar="FRACTION",
         help="show this fraction of images twice, for self-consistency (e.g. 0.1)",
     )  # fmt: skip
-    scoring.add_argument("--seed", type=int, default=0, help="seed of each scorer's random order")
+    scoring.add_argument(
+        "--seed", type=non_negative, default=None,
+        help="reproducible orders: each scorer's order from SEED and their name, so anyone "
+        "who knows SEED can compute it (default: secret random orders)",
+    )  # fmt: skip
     images = serve.add_argument_group("images")
     images.add_argument(
         "--run", dest="run_dir", default=None, metavar="RUN_DIR",

@@ -1,10 +1,11 @@
 // Blinded scoring page: shows one image at a time and sends the scorer's answers.
 // The server sends only tokens, counts and class names; nothing here knows a file name.
+// Who scores is the session key in an HttpOnly cookie, set by /api/start (a new name) or
+// /api/resume (a personal link, /#key=...); this script never stores the key itself.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
-  const scorer = document.body.dataset.scorer
-    || new URLSearchParams(window.location.search).get("scorer") || "";
+  const fixed = document.body.dataset.scorer || ""; // server started with --scorer
   const buttons = Array.from(document.querySelectorAll(".answer"));
   let state = null; // the last progress the server sent
   let busy = false; // a request is in flight: further keys are ignored
@@ -12,7 +13,6 @@
 
   const setMessage = (text) => { $("message").textContent = text || ""; };
   const setEnabled = (on) => buttons.forEach((button) => { button.disabled = !on; });
-  const nextUrl = () => `/api/next?scorer=${encodeURIComponent(scorer)}`;
 
   async function call(method, url, body) {
     let response;
@@ -50,8 +50,22 @@
     $("finish-text").textContent = `You answered all ${total} images.`;
   }
 
+  function showLogin() {
+    state = null;
+    $("scoring").hidden = true;
+    $("finish").hidden = true;
+    $("login").hidden = Boolean(fixed); // one-scorer server: only the printed link works
+    if (!fixed) $("name").focus();
+  }
+
+  function showLink(key) {
+    $("link").textContent = `${window.location.origin}/#key=${key}`;
+    $("personal").hidden = false;
+  }
+
   function show(progress) {
     state = progress;
+    $("login").hidden = true;
     showProgress(progress);
     setEnabled(false);
     shownAt = null;
@@ -76,8 +90,9 @@
       show(await action());
     } catch (error) {
       setMessage(error.message);
+      if (error.status === 403) showLogin();
       if (error.status === 409 || error.status === 404) {
-        try { show(await call("GET", nextUrl())); } catch (ignored) { /* message already shown */ }
+        try { show(await call("GET", "/api/next")); } catch (ignored) { /* message already shown */ }
       }
     } finally {
       busy = false;
@@ -99,7 +114,7 @@
 
   function undo() {
     if (!state || state.answered === 0) return;
-    run(() => call("POST", "/api/undo", { scorer: state.scorer }));
+    run(() => call("POST", "/api/undo", {}));
   }
 
   document.addEventListener("keydown", (event) => {
@@ -117,13 +132,27 @@
   $("login-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const name = $("name").value.trim();
-    if (name) window.location.search = `?scorer=${encodeURIComponent(name)}`;
+    if (!name) return;
+    run(async () => {
+      const progress = await call("POST", "/api/start", { scorer: name });
+      showLink(progress.key);
+      return progress;
+    });
   });
 
-  if (scorer) {
-    run(() => call("GET", nextUrl()));
-  } else {
-    $("login").hidden = false;
-    $("name").focus();
+  // A personal link, /#key=...: resume that session (also when pasted into an open page).
+  function openLink() {
+    const key = new URLSearchParams(window.location.hash.slice(1)).get("key");
+    if (!key) return false;
+    window.history.replaceState(null, "", window.location.pathname); // the key leaves the URL bar
+    run(() => call("POST", "/api/resume", { key }));
+    return true;
+  }
+  window.addEventListener("hashchange", openLink);
+
+  if (!openLink()) {
+    run(() => call("GET", "/api/next")).then(() => {
+      if (!state && !fixed) setMessage(""); // a new scorer: the form says what to do
+    });
   }
 })();
