@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,10 @@ from matplotlib.text import Text
 
 from cellclass import cli, results
 from cellclass.cli import main
+from cellclass.experiment import ExperimentSettings, run_experiment
 from cellclass.figures import confusion_figure, preview_grid
 from cellclass.folders import read_manifest_groups
+from cellclass.recipes import REFERENCE
 
 from .conftest import make_class_tree
 from .test_blind_store import write_blind_tree
@@ -104,6 +107,25 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path: Path):
     np.testing.assert_array_equal(loaded["state_dict"]["weights"].numpy(), fitted["weights"])
     assert (loaded["run"], loaded["in_channels"], loaded["recipe"]) == (4, 1, {"lr": 1e-3})
     assert type(loaded["run"]) is int
+
+
+def test_an_experiment_with_a_baseline_saves_checkpoints_predict_can_open(tmp_path: Path):
+    train = make_class_tree(tmp_path / "train", {"Control": 8, "Treated": 8})
+    settings = ExperimentSettings(
+        train_dir=str(train),
+        out=str(tmp_path / "run"),
+        runs=1,
+        image_size=16,
+        cache_dir=str(tmp_path / "cache"),
+        baselines=("features",),
+        recipes=(replace(REFERENCE, epochs=1, batch_size=8),),
+    )
+    out = Path(run_experiment(settings))
+    saved = sorted((out / "models").glob("*.pt"))
+    assert [p.name for p in saved] == ["run-00-badger.pt", "run-00-features.pt"]
+    for path in saved:  # the strictest loader reads every file the experiment wrote
+        torch.load(path, map_location="cpu", weights_only=True)
+    assert _predict(out, train / "Control", tmp_path) == 0
 
 
 # ---------------------------------------------------------------- error messages
