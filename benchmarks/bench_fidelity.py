@@ -13,8 +13,9 @@ bit-depth maximum (255 for 8-bit PNG, 4095 for the demo's 12-bit TIFF). The cell
 uses the recipe's own normalisation unless ``--normalize`` is given.
 
 A run is *collapsed* when its predictions on the training set stay one constant class:
-training accuracy of its last two epochs at most the majority share + 0.02 (cellclass: the
-``collapsed`` column of runs.csv when there is one, else the same rule on epochs.csv).
+training accuracy of its last two epochs at most the majority share + 0.02
+(`cellclass.metrics.collapsed`: the rule behind runs.csv's ``collapsed`` column, applied to
+the Keras history's training accuracy too).
 
     python benchmarks/bench_fidelity.py --runs 2                   # cellclass side only
     .venv-keras/bin/python benchmarks/bench_fidelity.py --runs 6 --keras
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import platform
 import statistics
@@ -56,13 +58,12 @@ from cellclass.cache import Preprocessing
 from cellclass.datasets import load_dataset
 from cellclass.experiment import ExperimentSettings, run_experiment
 from cellclass.images import NORMALIZATION_MODES
+from cellclass.metrics import collapsed
 from cellclass.models import BADGER_LAYERS
 from cellclass.recipes import REFERENCE
 from cellclass.synthetic import FORMATS, write_class_folders
 
 CLASSES = ("Control", "Snap29")  # the demo's easy pair
-COLLAPSE_MARGIN = 0.02  # training accuracy within this of the majority share: collapsed
-COLLAPSE_EPOCHS = 2  # ... in each of the last epochs
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 KERAS_HINT = (
     "--keras: this interpreter has no keras; run the script with .venv-keras/bin/python "
@@ -89,12 +90,6 @@ def write_data(root: Path, *, n_train: int, n_test: int, seed: int, fmt: str) ->
     return root
 
 
-def is_collapsed(train_accuracies: list[float], majority: float) -> bool:
-    """Training accuracy per epoch, in order -> True when the last epochs sat at the majority."""
-    last = train_accuracies[-COLLAPSE_EPOCHS:]
-    return all(a <= majority + COLLAPSE_MARGIN for a in last)
-
-
 def cellclass_settings(args, data: Path, work: Path) -> ExperimentSettings:
     """The experiment: K runs of the recipe, every training image (val_split 0), one test."""
     chosen = {"normalize": args.normalize} if args.normalize else {}  # else the recipe's own
@@ -118,7 +113,6 @@ def run_cellclass(args, data: Path, work: Path) -> tuple[Side, str]:
     """Train the cellclass runs; returns the side and the normalisation it used."""
     out = run_experiment(cellclass_settings(args, data, work))
     config = results.read_json(out / "config.json")
-    counts = config["train"]["class_counts"].values()
     runs = [
         row
         for row in results.read_table(out / "runs.csv")
@@ -128,27 +122,10 @@ def run_cellclass(args, data: Path, work: Path) -> tuple[Side, str]:
     side = Side(
         "cellclass reference",
         [float(row["accuracy"]) for row in runs],
-        cellclass_collapsed(out, runs, max(counts) / sum(counts)),
+        [bool(row["collapsed"]) for row in runs],
         sum(float(row["seconds"]) for row in runs),  # training + evaluation, not decoding
     )
     return side, describe_normalization(config["preprocessing"]["normalization"])
-
-
-def cellclass_collapsed(out: Path, runs: list[dict], majority: float) -> list[bool]:
-    """Per runs.csv row: its ``collapsed`` column, else the rule applied to epochs.csv."""
-    epochs = [
-        row
-        for row in results.read_table(out / "epochs.csv")
-        if row["split"] == "train" and not int(row.get("control", 0))
-    ]
-    collapsed = []
-    for run in runs:
-        if run.get("collapsed", "") != "":
-            collapsed.append(bool(int(run["collapsed"])))
-            continue
-        mine = sorted((r for r in epochs if r["run"] == run["run"]), key=lambda r: int(r["epoch"]))
-        collapsed.append(is_collapsed([float(r["accuracy"]) for r in mine], majority))
-    return collapsed
 
 
 def describe_normalization(norm: dict) -> str:
@@ -212,9 +189,8 @@ def keras_run(x, y, x_test, y_test, seed: int) -> tuple[float, bool]:
     model = keras_model(x.shape[1], x.shape[3], n_classes)
     history = model.fit(x, y, batch_size=20, epochs=9, shuffle=True, verbose=0)
     predicted = model.predict(x_test, batch_size=100, verbose=0).argmax(1)  # (N_test,)
-    majority = np.bincount(y).max() / len(y)
-    collapsed = is_collapsed(list(history.history["accuracy"]), majority)
-    return float((predicted == y_test).mean()), collapsed
+    stuck = collapsed(history.history["accuracy"], y)  # the rule runs.csv's column uses
+    return float((predicted == y_test).mean()), stuck
 
 
 def run_keras(args, data: Path, work: Path) -> tuple[Side, str]:
@@ -306,6 +282,7 @@ def main() -> None:
     if args.keras and importlib.util.find_spec("keras") is None:
         sys.exit(KERAS_HINT)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # one fresh model per run: retraces
     print(machine_line())
     with tempfile.TemporaryDirectory(prefix="bench-fidelity-") as tmp:
         work = Path(tmp)
