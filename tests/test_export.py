@@ -113,7 +113,7 @@ def test_torchscript_file_matches_pytorch_and_carries_metadata(run_dir, saved):
     np.testing.assert_allclose(got, _reference(saved, x), atol=1e-5)
     meta = json.loads(extra["cellclass.json"])
     assert meta["class_names"] == ["Control", "Treated"]
-    assert meta["preprocessing"]["normalization"]["mode"] == "dataset"
+    assert meta["preprocessing"]["normalization"]["mode"] == "bitdepth"  # the reference recipe
     assert (meta["run"], meta["seed"]) == (0, 3)
 
 
