@@ -6,6 +6,7 @@ import pytest
 from cellclass import results
 from cellclass.experiment import ExperimentSettings, run_experiment
 from cellclass.recipes import REFERENCE, STRONG, resolve_recipes, with_overrides
+from cellclass.report import write_report
 from cellclass.summary import model_comparisons, summary_table
 
 from .conftest import make_class_tree
@@ -141,6 +142,9 @@ def test_each_recipe_trains_with_its_own_normalisation_unless_the_user_chooses(t
     assert modes == {"badger": "bitdepth", "strong": "dataset"}
     assert config["normalization"]["badger"]["high"] == [255.0]  # the study's /255
     assert config["normalization"]["strong"]["high"] != [255.0]  # training percentiles
+    html = write_report(out).read_text()  # the report states each model's scaling
+    assert "<td>badger</td><td>bitdepth</td><td>0</td><td>255</td>" in html
+    assert "<td>strong</td><td>dataset</td>" in html
     for label, mode in modes.items():  # what each checkpoint carries for predict/evaluate
         saved = results.load_checkpoint(out / "models" / f"run-00-{label}.pt")
         assert saved["preprocessing"]["normalization"]["mode"] == mode

@@ -226,6 +226,22 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
     return entries
 
 
+def _normalization_rows(config: dict) -> list[dict]:
+    """Each model's pixel scaling from config.json (older folders: the one preprocessing)."""
+    found = config.get("normalization") or {}
+    if not found and "preprocessing" in config:
+        found = {
+            ", ".join(config.get("models", [])) or "all": config["preprocessing"]["normalization"]
+        }
+    rows = []
+    for model, norm in found.items():
+        per_image = norm["mode"] == "image"
+        low = "per image" if per_image else ", ".join(f"{v:g}" for v in norm.get("low", []))
+        high = "per image" if per_image else ", ".join(f"{v:g}" for v in norm.get("high", []))
+        rows.append({"model": model, "mode": norm["mode"], "low": low, "high": high})
+    return rows
+
+
 def _collapse_notes(runs: list[dict]) -> list[str]:
     """ "badger: 2 of 12 runs never left chance ..." per model with collapsed runs."""
     notes = {}
@@ -373,6 +389,7 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         "warnings": find_warnings(data.runs, data.epochs, data.config),
         "summary": summary_rows(data.runs),
         "chance": chance_levels(data.config),
+        "normalization": _normalization_rows(data.config),
         "expert": data.config.get("expert") or {},
         "preview": _preview_figure(data, out, rng, notes),
         "overview": _overview_figures(data, out, rng),
