@@ -22,8 +22,8 @@ the Keras history's training accuracy too).
     .venv-keras/bin/python benchmarks/bench_fidelity.py --keras --image-size 256 --format png
     .venv-keras/bin/python benchmarks/bench_fidelity.py --data DIR --keras  # DIR/train, DIR/test
 
-The Keras model is `bench_train.keras_model` with 'same' padding in its pools: identical at
-256 pixels, and the only way to build it below that (cellclass's pools use ceil mode).
+The Keras model is `bench_train.keras_model` ('same' padding in its pools: identical at
+256 pixels, and the only way to build it below that; cellclass's pools use ceil mode).
 
 TensorFlow is not a dependency of cellclass; install the reference beside it, in an
 environment that also holds cellclass (see ``benchmarks/bench_train.py``)::
@@ -59,9 +59,11 @@ from cellclass.datasets import load_dataset
 from cellclass.experiment import ExperimentSettings, run_experiment
 from cellclass.images import NORMALIZATION_MODES
 from cellclass.metrics import collapsed
-from cellclass.models import BADGER_LAYERS
 from cellclass.recipes import REFERENCE
 from cellclass.synthetic import FORMATS, write_class_folders
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
+from bench_train import keras_model  # noqa: E402  (the study's Keras model, one definition)
 
 CLASSES = ("Control", "Snap29")  # the demo's easy pair
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -150,33 +152,6 @@ def study_pixels(folder: Path, args, work: Path, class_names=None):
     return pixels, data.labels, data.index.class_names, top
 
 
-def keras_model(size: int, channels: int, n_classes: int):
-    """The study's Keras model (as in `bench_train.keras_model`: Glorot init, Adam eps 1e-7),
-    compiled with an accuracy metric. Pools pad 'same': identical to the study's 'valid'
-    pools at 256 pixels, and like cellclass's ceil-mode pools below it, where eight 'valid'
-    pools would shrink the map to nothing (the study's model cannot be built at 128)."""
-    import keras
-
-    layers = [keras.Input((size, size, channels))]
-    for item in BADGER_LAYERS:
-        if item == "P":
-            layers.append(keras.layers.MaxPooling2D(2, padding="same"))
-        else:
-            layers.append(keras.layers.Conv2D(item, 3, padding="same", activation="relu"))
-    layers += [
-        keras.layers.Flatten(),
-        keras.layers.Dense(512, activation="relu"),
-        keras.layers.Dense(n_classes),
-    ]
-    model = keras.Sequential(layers)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-7),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
-
-
 def keras_run(x, y, x_test, y_test, seed: int) -> tuple[float, bool]:
     """One run of the study's Keras model: test accuracy and whether it collapsed.
 
@@ -186,7 +161,7 @@ def keras_run(x, y, x_test, y_test, seed: int) -> tuple[float, bool]:
 
     keras.utils.set_random_seed(seed)
     n_classes = int(max(y.max(), y_test.max())) + 1
-    model = keras_model(x.shape[1], x.shape[3], n_classes)
+    model = keras_model(x.shape[1], x.shape[3], n_classes, metrics=["accuracy"])
     history = model.fit(x, y, batch_size=20, epochs=9, shuffle=True, verbose=0)
     predicted = model.predict(x_test, batch_size=100, verbose=0).argmax(1)  # (N_test,)
     stuck = collapsed(history.history["accuracy"], y)  # the rule runs.csv's column uses

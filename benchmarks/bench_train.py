@@ -99,13 +99,16 @@ def torch_infer_rate(model, split, norm, batch_size: int, n_batches: int) -> flo
     return n_batches * batch_size / (time.perf_counter() - started)
 
 
-def keras_model(size: int, channels: int, n_classes: int):
+def keras_model(size: int, channels: int, n_classes: int, *, metrics=()):
+    """The study's Keras model: Glorot init, zero biases, Adam eps 1e-7. Pools pad 'same':
+    identical to the study's 'valid' pools at 256 pixels, and like cellclass's ceil-mode pools
+    below it, where eight 'valid' pools would shrink the map to nothing."""
     import keras
 
     layers = [keras.Input((size, size, channels))]
     for item in (16, "P", 16, "P", 16, "P", 32, "P", 32, 32, "P", 64, "P", 64, "P", 64, "P"):
         if item == "P":
-            layers.append(keras.layers.MaxPooling2D(2))
+            layers.append(keras.layers.MaxPooling2D(2, padding="same"))
         else:
             layers.append(keras.layers.Conv2D(item, 3, padding="same", activation="relu"))
     layers += [
@@ -117,6 +120,7 @@ def keras_model(size: int, channels: int, n_classes: int):
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-7),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=list(metrics),
     )
     return model
 
