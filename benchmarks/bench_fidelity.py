@@ -54,13 +54,13 @@ import numpy as np
 import torch
 
 from cellclass import results
-from cellclass.cache import Preprocessing
-from cellclass.datasets import load_dataset
-from cellclass.experiment import ExperimentSettings, run_experiment
-from cellclass.images import NORMALIZATION_MODES
+from cellclass.data.cache import Preprocessing
+from cellclass.data.datasets import load_dataset
+from cellclass.data.images import NORMALIZATION_MODES
 from cellclass.metrics import collapsed
-from cellclass.recipes import REFERENCE
-from cellclass.synthetic import FORMATS, write_class_folders
+from cellclass.synthetic.folders import FORMATS, write_class_folders
+from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training.recipes import REFERENCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
 from bench_train import keras_model  # noqa: E402  (the study's Keras model, one definition)

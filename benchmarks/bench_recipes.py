@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from cellclass import results
-from cellclass.experiment import ExperimentSettings, run_experiment
-from cellclass.recipes import REFERENCE, STRONG
 from cellclass.summary import model_comparisons, summary_table
-from cellclass.synthetic import write_demo
+from cellclass.synthetic.folders import write_demo
+from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training.recipes import REFERENCE, STRONG
 
 
 def main() -> None:

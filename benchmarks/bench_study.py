@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from cellclass import results
-from cellclass.synthetic import write_class_folders
+from cellclass.synthetic.folders import write_class_folders
 
 
 def write_data(root: Path, n_train: int, n_test: int) -> tuple[Path, Path, Path]:

@@ -2,7 +2,7 @@
 
 Prints images/s (median of several repeats, with min-max) for one training step loop and
 one inference loop on in-memory uint8 batches gathered from a memmapped pixel store, exactly
-the path `cellclass.train` uses (gather -> normalise -> channels_last -> model), plus peak
+the path `cellclass.training.train` uses (gather -> normalise -> channels_last -> model), plus peak
 resident memory.
 
     python benchmarks/bench_train.py                      # badger, 256x256 RGB, batch 20
@@ -36,11 +36,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cellclass.cache import PixelStore
-from cellclass.chunks import chunk_images, in_chunks, last_level_cache_bytes, training_chunk
-from cellclass.images import Normalization
-from cellclass.models import build_model
-from cellclass.train import (
+from cellclass.data.cache import PixelStore
+from cellclass.data.images import Normalization
+from cellclass.models.cnn import build_model
+from cellclass.training.chunks import (
+    chunk_images,
+    in_chunks,
+    last_level_cache_bytes,
+    training_chunk,
+)
+from cellclass.training.train import (
     PRECISIONS,
     Split,
     autocast_dtype,
@@ -51,7 +56,7 @@ from cellclass.train import (
 
 
 def make_split(n_images: int, size: int, channels: int, seed: int, folder: Path) -> Split:
-    """A memmapped uint8 store of random images, like the one `cellclass.cache` writes."""
+    """A memmapped uint8 store of random images, like the one `cellclass.data.cache` writes."""
     rng = np.random.default_rng(seed)
     pixels = np.lib.format.open_memmap(
         folder / "pixels.npy", "w+", np.uint8, (n_images, size, size, channels)
@@ -69,7 +74,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def torch_train_rate(model, optimizer, split, norm, batch_size: int, n_batches: int, autocast):
-    """Training steps exactly as `cellclass.train` takes them (cache-sized chunks included)."""
+    """Training steps exactly as `cellclass.training.train` takes them (cache-sized chunks
+    included)."""
     model.train()
     device = next(model.parameters()).device
     chunk = training_chunk(model, split.store.pixels.shape[1], device)
@@ -86,7 +92,8 @@ def torch_train_rate(model, optimizer, split, norm, batch_size: int, n_batches: 
 
 @torch.inference_mode()
 def torch_infer_rate(model, split, norm, batch_size: int, n_batches: int) -> float:
-    """Inference as `cellclass.train.predict_logits` runs it (cache-sized chunks included)."""
+    """Inference as `cellclass.training.train.predict_logits` runs it (cache-sized chunks
+    included)."""
     model.eval()
     device = next(model.parameters()).device
     chunk = chunk_images(model, split.store.pixels.shape[1], device)

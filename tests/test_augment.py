@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cellclass.augment import (
+from cellclass.training.augment import (
     N_DIHEDRAL,
     AugmentSettings,
     augment_batch,

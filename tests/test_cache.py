@@ -3,8 +3,8 @@ import sys
 import numpy as np
 import pytest
 
-from cellclass import cache
-from cellclass.cache import PixelStore, read_rows, release_pages
+from cellclass.data import cache
+from cellclass.data.cache import PixelStore, read_rows, release_pages
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cellclass import chunks
-from cellclass.models import build_model
-from cellclass.train import predict_logits, train_step
+from cellclass.models.cnn import build_model
+from cellclass.training import chunks
+from cellclass.training.train import predict_logits, train_step
 
 from .test_train import NORM, _splits
 
@@ -70,7 +70,7 @@ def test_chunked_prediction_matches_whole_batches(monkeypatch):
     _, val = _splits()
     torch.manual_seed(0)
     model = build_model("badger", in_channels=1, n_classes=2, image_size=32)
-    monkeypatch.setattr("cellclass.train.chunk_images", lambda *args: None)
+    monkeypatch.setattr("cellclass.training.train.chunk_images", lambda *args: None)
     whole = predict_logits(model, val, NORM, batch_size=10, tta=True)
     seen = []
 
@@ -78,7 +78,7 @@ def test_chunked_prediction_matches_whole_batches(monkeypatch):
         seen.append(3)
         return 3
 
-    monkeypatch.setattr("cellclass.train.chunk_images", three)
+    monkeypatch.setattr("cellclass.training.train.chunk_images", three)
     chunked = predict_logits(model, val, NORM, batch_size=10, tta=True)
     assert seen
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)

@@ -190,7 +190,7 @@ def test_write_comparison_marks_the_expert_in_config(scored):
 
 
 def test_report_gets_a_human_vs_network_section(scored):
-    from cellclass.report import write_report
+    from cellclass.report.build import write_report
 
     run_dir, store, _ = scored
     comparison = compare_human(run_dir, store.path, "heldout", seed=3)

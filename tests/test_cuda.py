@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from cellclass.augment import AugmentSettings, augment_batch
 from cellclass.cli import main
-from cellclass.experiment import ExperimentSettings, run_experiment
-from cellclass.models import build_model
-from cellclass.recipes import REFERENCE, STRONG
-from cellclass.train import autocast_dtype, predict_logits, resolve_device, train_run
+from cellclass.models.cnn import build_model
+from cellclass.training.augment import AugmentSettings, augment_batch
+from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training.recipes import REFERENCE, STRONG
+from cellclass.training.train import autocast_dtype, predict_logits, resolve_device, train_run
 
 from .conftest import make_class_tree
 from .test_train import NORM, _splits
@@ -98,7 +98,7 @@ def _traced(settings, job, data):
     """Ray task: note when it ran and which GPU Ray gave it, then train as usual."""
     import ray
 
-    from cellclass.executors import _ray_job
+    from cellclass.training.executors import _ray_job
 
     started = time.time()
     time.sleep(2)  # long enough for packed tasks to overlap
@@ -115,7 +115,7 @@ def _traced(settings, job, data):
 
 def test_ray_packs_quarter_gpu_runs_onto_one_gpu(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
-    import cellclass.executors as executors
+    import cellclass.training.executors as executors
 
     train = make_class_tree(tmp_path / "train", {"Control": 10, "Treated": 10})
     test = make_class_tree(tmp_path / "test", {"Control": 4, "Treated": 4}, seed=3)

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from cellclass.experiment import ExperimentError, ExperimentSettings, run_experiment
-from cellclass.recipes import REFERENCE
+from cellclass.training.experiment import ExperimentError, ExperimentSettings, run_experiment
+from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree
 
@@ -75,7 +75,7 @@ def _dies_once(settings, job, data):
     """Ray task that kills its own worker the first time it runs job 1."""
     from pathlib import Path
 
-    from cellclass.executors import _ray_job
+    from cellclass.training.executors import _ray_job
 
     marker = Path(os.environ[_KILL_MARKER])
     if job.run == 1 and not marker.exists():
@@ -86,7 +86,7 @@ def _dies_once(settings, job, data):
 
 def test_ray_gives_the_local_numbers_and_retries_a_killed_worker(settings, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
-    import cellclass.executors as executors
+    import cellclass.training.executors as executors
 
     local = run_experiment(settings)
     marker = tmp_path / "killed-once"

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 
 from cellclass import results
-from cellclass.cache import BadImagesError
-from cellclass.experiment import (
+from cellclass.data.cache import BadImagesError
+from cellclass.summary import summary_table
+from cellclass.training.experiment import (
     ExperimentError,
     ExperimentSettings,
     Observer,
     run_experiment,
     run_splits,
 )
-from cellclass.recipes import REFERENCE
-from cellclass.summary import summary_table
+from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree, write_png
 
@@ -130,7 +130,7 @@ def test_corrupt_image_stops_before_training_and_names_it(tmp_path, class_tree):
 
 def test_train_sample_draws_a_fresh_subset_per_run(tmp_path):
     root = make_class_tree(tmp_path / "big", {"Control": 30, "Treated": 30})
-    from cellclass.experiment import prepare_data
+    from cellclass.training.experiment import prepare_data
 
     settings = _settings(tmp_path, root, train_sample=20, val_split=0.0)
     train = prepare_data(settings, Observer()).train
@@ -188,7 +188,7 @@ def test_control_runs_use_shuffled_labels_and_give_a_p_value(tmp_path):
 
 
 def test_report_shows_control_runs_curves(tmp_path):
-    from cellclass.report import write_report
+    from cellclass.report.build import write_report
 
     root = make_class_tree(tmp_path / "easy", {"Control": 10, "Treated": 10})
     settings = _settings(tmp_path, root, runs=1, control_runs=1)

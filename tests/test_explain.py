@@ -8,13 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from cellclass import explain, explain_figures, results
+from cellclass import results
 from cellclass.cli import build_parser, main
-from cellclass.experiment import ExperimentSettings, run_experiment
-from cellclass.explain_step import ExplainSettings, explain_run, explain_section
-from cellclass.models import build_model
-from cellclass.probes import load_temperatures
-from cellclass.recipes import REFERENCE
+from cellclass.explain import attribution as explain
+from cellclass.explain.probes import load_temperatures
+from cellclass.explain.step import ExplainSettings, explain_run, explain_section
+from cellclass.figures import explain as explain_figures
+from cellclass.models.cnn import build_model
+from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree
 
@@ -289,8 +291,8 @@ def test_overlay_is_an_rgb_image_and_the_figure_checks_its_rows(tmp_path):
 def test_report_panels_show_calibrated_confidence_once_a_temperature_is_fitted(
     tiny_results, tmp_path
 ):
-    from cellclass import probes
-    from cellclass.report import calibrated_rows, read_results, write_report
+    from cellclass.explain import probes
+    from cellclass.report.build import calibrated_rows, read_results, write_report
 
     run_dir = tmp_path / "copy"  # without what other tests' `explain_run` wrote
     ignore = shutil.ignore_patterns("explain", probes.CALIBRATION_FILE)
@@ -309,7 +311,7 @@ def test_report_panels_show_calibrated_confidence_once_a_temperature_is_fitted(
 
 
 def test_report_puts_attribution_maps_beside_the_prediction_panels(tiny_results, tmp_path):
-    from cellclass.report import write_report
+    from cellclass.report.build import write_report
 
     run_dir = tmp_path / "copy"
     shutil.copytree(tiny_results[0], run_dir, ignore=shutil.ignore_patterns("explain"))

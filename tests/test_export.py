@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from cellclass import export
-from cellclass.augment import dihedral, tta_probabilities
-from cellclass.cache import preprocessing_from_dict
 from cellclass.cli import EXPORT_FORMATS, main
-from cellclass.experiment import ExperimentSettings, run_experiment
-from cellclass.export import (
+from cellclass.data.cache import preprocessing_from_dict
+from cellclass.data.images import Normalization, normalize
+from cellclass.export import runs as export
+from cellclass.export.runs import (
     Classifier,
     ExportError,
     PackageSettings,
@@ -25,9 +24,10 @@ from cellclass.export import (
     export_run,
     to_yaml,
 )
-from cellclass.images import Normalization, normalize
 from cellclass.predict import SavedRun, load_runs
-from cellclass.recipes import REFERENCE
+from cellclass.training.augment import dihedral, tta_probabilities
+from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree
 

@@ -1,4 +1,4 @@
-"""Tests of cellclass.figures: every figure function on tiny synthetic tables and images."""
+"""Tests of cellclass.figures.plots: every figure function on tiny synthetic tables and images."""
 
 import subprocess
 import sys
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cellclass import figures
-from cellclass.figure_parts import (
+from cellclass.figures import plots as figures
+from cellclass.figures.drawing import (
     RIGHT_COLOUR,
     WRONG_COLOUR,
     group_values,
@@ -248,7 +248,8 @@ def test_reliability_figure(tmp_path, n_images):
 
 def test_importing_figures_leaves_pyplot_and_the_backend_alone():
     code = (  # rcParams.copy() reads settings without resolving (and importing) a backend
-        "import sys, matplotlib; before = matplotlib.rcParams.copy(); import cellclass.figures; "
+        "import sys, matplotlib; before = matplotlib.rcParams.copy(); "
+        "import cellclass.figures.plots; "
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
         "assert matplotlib.rcParams.copy() == before, 'rcParams changed'"
     )
@@ -259,7 +260,7 @@ def test_chance_lines_follow_each_test_set():
     """A 3-class model tested on a 2-class folder: chance there is 50 %, not 33 %."""
     from matplotlib.figure import Figure
 
-    from cellclass.figure_parts import draw_reference_lines
+    from cellclass.figures.drawing import draw_reference_lines
 
     axes = Figure().add_subplot()
     draw_reference_lines(axes, ["two", "skewed"], {"two": 0.5, "skewed": 0.9}, {})

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellclass.folders import FolderError, grouped_split, scan_folder
+from cellclass.data.folders import FolderError, grouped_split, scan_folder
 
 from .conftest import make_class_tree, write_png
 

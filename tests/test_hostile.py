@@ -19,10 +19,10 @@ from matplotlib.text import Text
 
 from cellclass import cli, results
 from cellclass.cli import main
-from cellclass.experiment import ExperimentSettings, run_experiment
-from cellclass.figures import confusion_figure, preview_grid
-from cellclass.folders import read_manifest_groups
-from cellclass.recipes import REFERENCE
+from cellclass.data.folders import read_manifest_groups
+from cellclass.figures.plots import confusion_figure, preview_grid
+from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree
 from .test_blind_store import write_blind_tree

@@ -1,4 +1,5 @@
-"""Tests for cellclass.images: decoding, metadata, channels, resizing, writing, normalisation."""
+"""Tests for cellclass.data.images: decoding, metadata, channels, resizing, writing,
+normalisation."""
 
 import struct
 import zlib
@@ -8,8 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellclass import images
-from cellclass.images import (
+from cellclass.data import images
+from cellclass.data.images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
     Normalization,

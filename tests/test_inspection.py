@@ -10,16 +10,16 @@ import pytest
 from scipy import ndimage
 
 from cellclass.cli import main
-from cellclass.folders import scan_folder
-from cellclass.images import read_image, write_image
-from cellclass.inspection import (
+from cellclass.data.folders import scan_folder
+from cellclass.data.images import read_image, write_image
+from cellclass.inspection.dataset import (
     InspectSettings,
     find_leakage,
     format_report,
     inspect_dataset,
     leakage_message,
 )
-from cellclass.synthetic import PHENOTYPES, make_field
+from cellclass.synthetic.folders import PHENOTYPES, make_field
 
 
 def _write(path: Path, image: np.ndarray) -> Path:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cellclass.models import (
+from cellclass.models.cnn import (
     MODELS,
     Compact,
     ImageStandardize,

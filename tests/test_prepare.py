@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from cellclass.cli import main
-from cellclass.folders import FolderError, grouped_split, scan_folder
-from cellclass.images import ImageReadError, read_image, write_image
-from cellclass.prepare import (
+from cellclass.data.folders import FolderError, grouped_split, scan_folder
+from cellclass.data.images import ImageReadError, read_image, write_image
+from cellclass.prepare.steps import (
     MANIFEST_COLUMNS,
     PrepareError,
     RotateSettings,
@@ -195,7 +195,7 @@ def test_min_foreground_drops_background_tiles(tmp_path):
 
 
 def test_large_field_is_read_once_and_tiled(tmp_path, monkeypatch):
-    import cellclass.prepare as prepare
+    import cellclass.prepare.steps as prepare
 
     _fields(tmp_path / "src", n=1, size=256)
     reads = []

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from cellclass import probes
+from cellclass.explain import probes
 from cellclass.metrics import expected_calibration_error, softmax
 
 

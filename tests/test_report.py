@@ -1,4 +1,4 @@
-"""Tests of cellclass.report: warnings, summary table and the self-contained report.html."""
+"""Tests of cellclass.report.build: warnings, summary table and the self-contained report.html."""
 
 import math
 import re
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cellclass import report, results
+from cellclass import results
+from cellclass.report import build as report
 
 from .conftest import CHROMIUM, CHROMIUM_ARGS, make_class_tree
 
@@ -134,7 +135,7 @@ def make_run_folder(
     memorise=False,
     counts=None,
 ) -> Path:
-    """A results folder as cellclass.experiment writes it, with tiny images on disk."""
+    """A results folder as cellclass.training.experiment writes it, with tiny images on disk."""
     rng = np.random.default_rng(0)
     class_names = list(class_names)
     run_dir = root / "run"
@@ -285,8 +286,8 @@ def test_read_results_without_config_says_what_to_do(tmp_path):
 
 # ---------------------------------------------------------------- preview
 def test_write_preview_loads_real_images_with_classes_taking_turns(tmp_path):
-    from cellclass.cache import preprocessing_from_dict
-    from cellclass.folders import scan_folder
+    from cellclass.data.cache import preprocessing_from_dict
+    from cellclass.data.folders import scan_folder
 
     _write_images(tmp_path / "train", ["a", "b", "c", "d", "e"], 6, np.random.default_rng(0))
     index = scan_folder(tmp_path / "train")
@@ -402,9 +403,9 @@ def test_study_report_states_each_datasets_finding_first(tmp_path):
     own chance, the collapsed runs named, and a link to the dataset's full report."""
     from dataclasses import replace
 
-    from cellclass.experiment import ExperimentSettings, run_experiment
-    from cellclass.recipes import REFERENCE
-    from cellclass.study_report import study_findings, write_study_report
+    from cellclass.report.study import study_findings, write_study_report
+    from cellclass.training.experiment import ExperimentSettings, run_experiment
+    from cellclass.training.recipes import REFERENCE
 
     from .conftest import write_png
 

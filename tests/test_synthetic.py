@@ -1,4 +1,4 @@
-"""Tests for cellclass.synthetic: tiny fields (64 px or less), written to tmp_path."""
+"""Tests for cellclass.synthetic.folders: tiny fields (64 px or less), written to tmp_path."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellclass.synthetic import (
+from cellclass.synthetic.folders import (
     MAX_VALUE,
     PHENOTYPES,
     DemoData,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cellclass.cache import PixelStore
-from cellclass.images import Normalization
-from cellclass.recipes import REFERENCE, STRONG
-from cellclass.train import (
+from cellclass.data.cache import PixelStore
+from cellclass.data.images import Normalization
+from cellclass.training.recipes import REFERENCE, STRONG
+from cellclass.training.train import (
     Split,
     autocast_dtype,
     evaluate,
@@ -94,7 +94,7 @@ def test_same_seed_same_weights_different_seed_different():
 
 
 def test_device_auto_takes_cuda_only_when_present(monkeypatch):
-    from cellclass.train import resolve_device
+    from cellclass.training.train import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")

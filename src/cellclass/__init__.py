@@ -3,15 +3,23 @@
 Everything the ``cellclass`` command does is a plain call (modules are imported on use, so
 ``import cellclass`` stays light):
 
-- ``cellclass.experiment``: `ExperimentSettings`, `run_experiment` -- train and evaluate many runs
-- ``cellclass.recipes``: `REFERENCE` (the 2019 study), `STRONG`, `resolve_recipes`
+- ``cellclass.training.experiment``: `ExperimentSettings`, `run_experiment` -- train and
+  evaluate many runs; ``cellclass.training.recipes``: `REFERENCE` (the 2019 study), `STRONG`
 - ``cellclass.summary``: `summary_table`, `model_comparisons`
-- ``cellclass.report``: `write_report`, `preview_folder`
+- ``cellclass.report.build``: `write_report`, `preview_folder`; ``cellclass.report.study``:
+  `write_study_report` (several experiments, the answer first)
 - ``cellclass.predict``: `predict_paths`, `evaluate_folder`, `load_runs`
-- ``cellclass.prepare``: `tile_folder`, `rotate_folder`; ``cellclass.inspection``: `inspect_dataset`
+- ``cellclass.prepare.steps``: `tile_folder`, `rotate_folder`;
+  ``cellclass.inspection.dataset``: `inspect_dataset`
 - ``cellclass.blind``: the blinded scoring page; ``cellclass.blind.compare``: `compare_human`
-- ``cellclass.explain_step``: `explain_run`; ``cellclass.export``: `export_run`
-- ``cellclass.images``: `read_image`, `write_image`; ``cellclass.synthetic``: `write_demo`
+- ``cellclass.explain.step``: `explain_run`; ``cellclass.export.runs``: `export_run`
+- ``cellclass.data.images``: `read_image`, `write_image`; ``cellclass.synthetic.folders``:
+  `write_demo`
+
+Packages by layer (each imports only from lower layers; `tests/test_layers.py` checks it):
+progress, results, csv_cells (0) < metrics, data, synthetic, models (1) < prepare,
+inspection (2) < training (3) < predict, summary, checks, figures (4) < explain, export,
+blind (5) < report (6) < demo, cli.
 """
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@ The study ran one binary experiment per dataset (Control vs Snap29: easy; Contro
 hard), 12 runs each on 400-image draws. The demo keeps that design (two datasets, each its own
 experiment with its own training and test folders, several runs from scratch of the study's
 reference recipe and of the modern ``strong`` recipe) at a size that finishes in a few minutes
-on a laptop CPU, then writes one page over both (`cellclass.study_report`).
+on a laptop CPU, then writes one page over both (`cellclass.report.study`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cellclass.experiment import ExperimentSettings
-from cellclass.recipes import REFERENCE, STRONG, get_recipe
-from cellclass.synthetic import DemoData, write_demo
+from cellclass.synthetic.folders import DemoData, write_demo
+from cellclass.training.experiment import ExperimentSettings
+from cellclass.training.recipes import REFERENCE, STRONG, get_recipe
 
 
 @dataclass(frozen=True)

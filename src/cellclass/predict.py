@@ -13,16 +13,16 @@ import numpy as np
 import torch
 
 from cellclass import results
-from cellclass.cache import Preprocessing, load_store, preprocessing_from_dict
-from cellclass.datasets import Dataset, dataset_info, load_dataset
-from cellclass.experiment import ExperimentError, prediction_rows
-from cellclass.folders import is_hidden
-from cellclass.images import IMAGE_EXTENSIONS, Normalization
+from cellclass.data.cache import Preprocessing, load_store, preprocessing_from_dict
+from cellclass.data.datasets import Dataset, dataset_info, load_dataset
+from cellclass.data.folders import is_hidden
+from cellclass.data.images import IMAGE_EXTENSIONS, Normalization
+from cellclass.explain.probes import load_temperatures
 from cellclass.metrics import expected_calibration_error, softmax
-from cellclass.models import build_model
-from cellclass.probes import load_temperatures
+from cellclass.models.cnn import build_model
 from cellclass.progress import Observer
-from cellclass.train import Split, evaluate, predict_logits
+from cellclass.training.experiment import ExperimentError, prediction_rows
+from cellclass.training.train import Split, evaluate, predict_logits
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ class Observer:
         """A training batch of ``n_images`` finished."""
 
     def epoch_finished(self, run: int, records: list) -> None:
-        """An epoch finished; ``records`` are its `cellclass.train.EpochRecord` rows."""
+        """An epoch finished; ``records`` are its `cellclass.training.train.EpochRecord` rows."""
 
     def run_finished(self, run: int, rows: list[dict]) -> None:
         """A run was written to the results folder; ``rows`` are its runs.csv rows."""

@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 
 from cellclass import results
-from cellclass.cache import Preprocessing, load_store, normalize_batch, preprocessing_from_dict
-from cellclass.folders import scan_folder
-from cellclass.images import Normalization, image_meta, to_display_uint8
+from cellclass.data.cache import Preprocessing, load_store, normalize_batch, preprocessing_from_dict
+from cellclass.data.folders import scan_folder
+from cellclass.data.images import Normalization, image_meta, to_display_uint8
 
 MIN_DISPLAY_SIZE = 384  # images are upscaled by a whole factor to at least this many pixels
 _CHUNK = 64  # images normalised at a time, to bound memory on large test sets

@@ -10,7 +10,7 @@ import argparse
 
 
 def channels(text: str) -> tuple[int, ...]:
-    from cellclass.images import parse_channels
+    from cellclass.data.images import parse_channels
 
     try:
         return parse_channels(text)

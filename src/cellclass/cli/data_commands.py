@@ -124,8 +124,8 @@ def add_inspect_parser(commands) -> None:
 
 
 def cmd_preview(args) -> int:
-    from cellclass.experiment import ExperimentSettings
-    from cellclass.report import preview_folder
+    from cellclass.report.build import preview_folder
+    from cellclass.training.experiment import ExperimentSettings
 
     target = Path(args.output)
     if target.exists():
@@ -145,7 +145,7 @@ def cmd_preview(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from cellclass.models import MODELS, build_model, summary
+    from cellclass.models.cnn import MODELS, build_model, summary
 
     if args.name is None:
         for spec in MODELS.values():
@@ -162,7 +162,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from cellclass import prepare
+    from cellclass.prepare import steps as prepare
 
     progress = progress_bar(args.prepare_command, args.quiet)
     if args.prepare_command == "tile":
@@ -183,7 +183,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from cellclass.inspection import (
+    from cellclass.inspection.dataset import (
         InspectSettings,
         format_report,
         inspect_dataset,

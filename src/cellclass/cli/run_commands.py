@@ -1,7 +1,7 @@
 """``cellclass demo``, ``train``, ``evaluate``, ``predict`` and ``report``: run the study.
 
 Training and the commands that use a results folder's saved runs: their arguments, the
-`cellclass.experiment.ExperimentSettings` built from them, and what is printed afterwards.
+`cellclass.training.experiment.ExperimentSettings` built from them, and what is printed afterwards.
 """
 
 from __future__ import annotations
@@ -234,8 +234,8 @@ def add_report_parser(commands) -> None:
 
 
 def _experiment_settings(args):
-    from cellclass.experiment import ExperimentSettings
-    from cellclass.recipes import resolve_recipes
+    from cellclass.training.experiment import ExperimentSettings
+    from cellclass.training.recipes import resolve_recipes
 
     shortcuts = {
         "epochs": args.epochs,
@@ -274,15 +274,15 @@ def _experiment_settings(args):
 
 
 def _run_and_report(settings, *, resume: bool, quiet: bool, explain: bool = False) -> Path:
-    from cellclass.experiment import run_experiment
-    from cellclass.report import write_report
+    from cellclass.report.build import write_report
     from cellclass.summary import summary_table
+    from cellclass.training.experiment import run_experiment
 
     out = run_experiment(settings, resume=resume, observer=ProgressObserver(quiet))
     print_summary(summary_table(out))
     _print_comparisons(out)
     if explain:
-        from cellclass.explain_step import explain_run
+        from cellclass.explain.step import explain_run
 
         print(f"explanations: {explain_run(out)}")
     report = write_report(out)
@@ -318,7 +318,7 @@ def cmd_train(args) -> int:
 
 def cmd_demo(args) -> int:
     from cellclass.demo import REDUCTION_NOTE, DemoSettings, prepare_demo
-    from cellclass.study_report import study_findings, write_study_report
+    from cellclass.report.study import study_findings, write_study_report
 
     keys = ("n_train", "n_test", "runs", "epochs", "seed", "image_size")
     given = {key: getattr(args, key) for key in keys}
@@ -372,14 +372,14 @@ def cmd_evaluate(args) -> int:
             observer=ProgressObserver(args.quiet),
         )
     print_summary(summary_table(args.run_dir))
-    from cellclass.report import write_report
+    from cellclass.report.build import write_report
 
     print(f"report: {write_report(args.run_dir)}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from cellclass.report import write_report
+    from cellclass.report.build import write_report
 
     print(f"report: {write_report(args.run_dir)}")
     return 0

@@ -63,7 +63,7 @@ def add_compare_parser(commands) -> None:
     inputs.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
 
 
-EXPORT_FORMATS = ("torchscript", "onnx", "bioimageio")  # cellclass.export.FORMATS
+EXPORT_FORMATS = ("torchscript", "onnx", "bioimageio")  # cellclass.export.runs.FORMATS
 
 
 def add_export_parser(commands) -> None:
@@ -186,7 +186,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cellclass.export import TOLERANCE, PackageSettings, export_run
+    from cellclass.export.runs import TOLERANCE, PackageSettings, export_run
 
     package = PackageSettings(
         name=args.name, description=args.description, authors=tuple(args.authors),
@@ -201,7 +201,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from cellclass.explain_step import ExplainSettings, explain_run, explain_section
+    from cellclass.explain.step import ExplainSettings, explain_run, explain_section
 
     given = {
         "run": args.run,

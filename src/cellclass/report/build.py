@@ -1,0 +1,432 @@
+"""The self-contained HTML report of one results folder.
+
+`write_report` reads ``config.json``, ``runs.csv``, ``epochs.csv`` and ``predictions.csv``,
+draws every figure into ``figures/`` (see `cellclass.figures.plots`) and renders
+``templates/report.html.j2`` into ``report.html`` with each figure embedded as a base64 data
+URI and the CSS inline, so the file can be mailed, archived or printed on its own.
+
+`find_warnings` turns the tables into plain-language warnings shown at the top of the
+report (memorisation, chance-level accuracy, class imbalance, run-to-run spread, leakage).
+Pieces that need no images are in `cellclass.report.sections`; rendering in `cellclass.report.html`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+
+import numpy as np
+
+from cellclass import results
+from cellclass.checks import ReportWarning, chance_levels, find_warnings, summary_rows
+from cellclass.csv_cells import unescape_row
+from cellclass.data.cache import (
+    BadImagesError,
+    Preprocessing,
+    load_normalized,
+    preprocessing_from_dict,
+)
+from cellclass.data.folders import FolderError, FolderIndex, scan_folder
+from cellclass.explain.probes import load_temperatures
+from cellclass.figures import plots as figures
+from cellclass.report.html import _data_table, _ensembles, _flatten, _human_comparisons, _render
+from cellclass.report.sections import (
+    _explain,
+    _figure,
+    _place_beside_panels,
+    _pooled_figures,
+    _slug,
+    calibrated_rows,
+)
+from cellclass.summary import model_comparisons
+
+__all__ = [
+    "ReportWarning",
+    "Results",
+    "find_warnings",
+    "read_results",
+    "summary_rows",
+    "write_preview",
+    "write_report",
+]
+
+N_PANEL = 16  # images per prediction panel
+
+_TEXT_COLUMNS = ("model", "dataset", "split", "path", "true", "predicted")
+_INT_COLUMNS = ("run", "seed", "epoch", "n_images", "control", "collapsed")
+
+
+@dataclass(frozen=True)
+class Results:
+    config: dict  # config.json
+    runs: list[dict] = field(default_factory=list)  # runs.csv rows, numbers converted
+    epochs: list[dict] = field(default_factory=list)  # epochs.csv rows
+    predictions: list[dict] = field(default_factory=list)  # predictions.csv rows
+
+
+# ---------------------------------------------------------------- reading
+def _read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV file with typed columns; a missing file is an empty table.
+
+    Columns are typed by name, not by content, so a class called "01" stays "01".
+    Text columns stay str, count columns become int, every other column float (NaN if empty);
+    a missing ``control`` column reads as 0.
+    """
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [_typed(unescape_row(row)) for row in csv.DictReader(handle)]
+
+
+def _typed(row: dict) -> dict:
+    out = {"control": 0} if "run" in row else {}
+    for key, value in row.items():
+        if key in _TEXT_COLUMNS:
+            out[key] = value
+        elif key in _INT_COLUMNS:
+            out[key] = int(float(value)) if value else 0
+        else:
+            out[key] = float(value) if value else math.nan
+    return out
+
+
+def read_results(run_dir: str | os.PathLike) -> Results:
+    """Read a results folder; missing CSV files give empty tables.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``run_dir/config.json`` does not exist (not a cellclass results folder).
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{config_path} not found: {run_dir} is not a cellclass results folder "
+            "(run `cellclass train` first, or point at the folder it wrote)"
+        )
+    tables = {
+        name: _read_csv(run_dir / f"{name}.csv") for name in ("runs", "epochs", "predictions")
+    }
+    return Results(config=results.read_json(config_path), **tables)
+
+
+# ---------------------------------------------------------------- figures
+def _load_images(paths: list, prep: Preprocessing, cache_dir: str | None) -> np.ndarray:
+    """Images as the model saw them, (N, S, S, C) float32 in [0, 1] (tests replace this)."""
+    folder = Path(cache_dir) if cache_dir else None
+    return load_normalized([Path(path) for path in paths], prep, cache_dir=folder)
+
+
+def _loading(config: dict) -> tuple[Preprocessing, str | None]:
+    """The fitted preprocessing and the pixel cache folder an experiment used."""
+    if "preprocessing" not in config:
+        raise OSError("config.json records no preprocessing, so images cannot be shown")
+    prep = preprocessing_from_dict(config["preprocessing"])
+    return prep, config.get("settings", {}).get("cache_dir")
+
+
+def _balanced_sample(names: list[str], class_names, n_images: int, rng) -> list[int]:
+    """Indices of up to `n_images` items drawn at random, classes taking turns, sorted by class."""
+    by_class: dict[str, list[int]] = {}
+    for index in rng.permutation(len(names)):
+        by_class.setdefault(names[index], []).append(int(index))
+    mixed = [i for turn in zip_longest(*by_class.values()) for i in turn if i is not None]
+    order = {name: position for position, name in enumerate(class_names)}
+    return sorted(mixed[:n_images], key=lambda i: order.get(names[i], len(order)))
+
+
+def write_preview(
+    index: FolderIndex,
+    prep: Preprocessing,
+    out_path: str | os.PathLike,
+    *,
+    n_images: int = 25,
+    rng: np.random.Generator,
+    cache_dir: str | None = None,
+) -> Path:
+    """Grid of images of a class-folder tree after the loading and normalisation the model sees.
+
+    Parameters
+    ----------
+    index : FolderIndex
+        The scanned folder (`cellclass.data.folders.scan_folder`).
+    prep : Preprocessing
+        Fitted preprocessing: "dataset" normalisation needs the training-set percentiles
+        (as returned by `cellclass.training.experiment.prepare_data`).
+    out_path : path
+        PNG file to write.
+    n_images : int, optional
+        Images in the grid (25 gives the study's 5x5 grid); classes take turns.
+    rng : numpy.random.Generator
+        Chooses the images.
+    cache_dir : str, optional
+        Pixel cache folder (default: the cache module's default).
+
+    Returns
+    -------
+    Path
+        `out_path`.
+    """
+    names = [index.class_names[sample.label] for sample in index.samples]
+    if not names:
+        raise ValueError(f"{index.root} holds no images to preview")
+    chosen = _balanced_sample(names, index.class_names, n_images, rng)
+    images = _load_images([index.samples[i].path for i in chosen], prep, cache_dir)
+    title = f"{Path(index.root).name}: {len(chosen)} of {len(names)} images"
+    return figures.preview_grid(images, [names[i] for i in chosen], out_path, title=title)
+
+
+def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> list[dict]:
+    """Accuracy box plot (when there are test sets) and training curves (when there are epochs)."""
+    entries = []
+    chance = chance_levels(data.config)
+    expert = data.config.get("expert") or {}
+    if any(math.isfinite(row["accuracy"]) for row in data.runs if not row["control"]):
+        path = figures.accuracy_boxplot(
+            data.runs,
+            out / "accuracy.png",
+            chance={d: chance.get(d, chance[""]) for d in {r["dataset"] for r in data.runs}},
+            expert=expert,
+            rng=rng,
+            include_control=True,
+        )
+        chance_text = "dashed line: chance (always answering the test set's most common class)"
+        parts = ["one point per run", chance_text]
+        parts += ["grey: label-shuffled control runs"] if _count_runs(data, control=1) else []
+        parts += ["dash-dotted line: expert"] if expert else []
+        parts += _collapse_notes(data.runs)
+        caption = "; ".join(parts)
+        caption = caption[0].upper() + caption[1:] + "."  # capitalize() would lower the names
+        entries.append(_figure(path, "Test accuracy over runs", caption))
+    epochs = [row for row in data.epochs if not row["control"]]  # control runs: chance only
+    for metric in ("accuracy", "loss"):
+        if any(math.isfinite(row.get(metric, math.nan)) for row in epochs):
+            name = f"curves-{metric}.png"
+            path = figures.training_curves(epochs, out / name, metric=metric, rng=rng)
+            caption = "Train near 100 % while a test set stays low means memorisation."
+            entries.append(_figure(path, f"Training curves: {metric}", caption))
+    controls = [
+        dict(row, model=f"{row['model']} (shuffled labels)")
+        for row in data.epochs
+        if row["control"]
+    ]
+    if controls:
+        path = figures.training_curves(
+            epochs + controls, out / "curves-control.png", metric="accuracy", rng=rng
+        )
+        caption = (
+            "Runs trained on shuffled labels learn nothing real: how fast their training "
+            "accuracy rises is how fast pure memorisation goes; their test accuracy is chance."
+        )
+        entries.append(_figure(path, "Real vs shuffled-label runs", caption))
+    return entries
+
+
+def _normalization_rows(config: dict) -> list[dict]:
+    """Each model's pixel scaling from config.json (older folders: the one preprocessing)."""
+    found = config.get("normalization") or {}
+    if not found and "preprocessing" in config:
+        found = {
+            ", ".join(config.get("models", [])) or "all": config["preprocessing"]["normalization"]
+        }
+    rows = []
+    for model, norm in found.items():
+        per_image = norm["mode"] == "image"
+        low = "per image" if per_image else ", ".join(f"{v:g}" for v in norm.get("low", []))
+        high = "per image" if per_image else ", ".join(f"{v:g}" for v in norm.get("high", []))
+        rows.append({"model": model, "mode": norm["mode"], "low": low, "high": high})
+    return rows
+
+
+def _collapse_notes(runs: list[dict]) -> list[str]:
+    """ "badger: 2 of 12 runs never left chance ..." per model with collapsed runs."""
+    notes = {}
+    for row in summary_rows(runs):
+        if not row["control"] and row["collapsed"] and row["model"] not in notes:
+            notes[row["model"]] = (
+                f"{row['model']}: {row['collapsed']} of {row['n']} runs never left chance "
+                "(constant output on their training images; the points at the bottom)"
+            )
+    return list(notes.values())
+
+
+def _panel_rows(rows: list[dict], class_names: list[str], rng: np.random.Generator) -> list[dict]:
+    """Up to N_PANEL predictions drawn at random, classes taking turns, sorted by class."""
+    chosen = _balanced_sample([row["true"] for row in rows], class_names, N_PANEL, rng)
+    return [rows[i] for i in chosen]
+
+
+def _preview_figure(data: Results, out: Path, rng, notes: list) -> list[dict]:
+    """Preview grid of the training folder, or a note saying why there is none."""
+    train_dir = data.config.get("train", {}).get("path")
+    if not train_dir:
+        return []
+    prep, cache_dir = _loading(data.config)
+    try:
+        index = scan_folder(train_dir, class_names=tuple(data.config["class_names"]))
+        path = write_preview(index, prep, out / "preview.png", rng=rng, cache_dir=cache_dir)
+    except (OSError, FolderError, BadImagesError) as error:
+        notes.append(f"Preview of the training images left out: {error}")
+        return []
+    return [_figure(path, "Training images", "After the loading and normalisation the model sees.")]
+
+
+def _panel_figures(
+    rows, label: str, data: Results, out: Path, rng, temperature: float | None = None
+) -> list[dict]:
+    """Random prediction panel and most-confidently-wrong panel of one run on one test set."""
+    sample = _panel_rows(rows, data.config["class_names"], rng)
+    wrong = sorted(
+        (r for r in rows if r["true"] != r["predicted"]), key=lambda row: -row["confidence"]
+    )[:N_PANEL]
+    images = _load_images([row["path"] for row in sample + wrong], *_loading(data.config))
+    entries = []
+    for name, chosen, offset, title in (
+        ("panel", sample, 0, "Predictions"),
+        ("wrong", wrong, len(sample), "Most confidently wrong"),
+    ):
+        if chosen:
+            path = figures.prediction_panel(
+                images[offset : offset + len(chosen)],
+                [r["true"] for r in chosen],
+                [r["predicted"] for r in chosen],
+                [r["confidence"] for r in chosen],
+                out / f"{name}-{_slug(label)}.png",
+                title=f"{title}: {label}, run {rows[0]['run']}",
+            )
+            entries.append(
+                _figure(
+                    path,
+                    f"{title} (run {rows[0]['run']})",
+                    "Green: right; red: wrong; % = "
+                    + (
+                        f"calibrated confidence (temperature {temperature:.2f} fitted on the "
+                        "validation split by `cellclass explain`)."
+                        if temperature is not None
+                        else "softmax confidence (uncalibrated: run `cellclass explain` to fit "
+                        "a temperature)."
+                    ),
+                )
+            )
+    return entries
+
+
+def _test_sections(
+    data: Results, out: Path, rng: np.random.Generator, notes: list, temperatures: dict
+) -> list[dict]:
+    """One report section per (model, test set): panels, confusion, calibration.
+
+    Panels that cannot be drawn because the test images are gone are left out with a note
+    appended to `notes`; the pooled figures need only the CSV and are always drawn. Panels show
+    calibrated confidences for runs that have a temperature in ``temperatures``.
+    """
+    rows = [row for row in data.predictions if not row["control"]]
+    keys = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
+    several_models = len({model for model, _ in keys}) > 1
+    sections = []
+    for model, dataset in keys:
+        label = f"{model} on {dataset}" if several_models else dataset
+        group = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
+        first = min(r["run"] for r in group)
+        temperature = temperatures.get((first, model))
+        shown = [r for r in group if r["run"] == first]
+        if temperature is not None:
+            shown = calibrated_rows(shown, data.config["class_names"], temperature)
+        try:
+            entries = _panel_figures(shown, label, data, out, rng, temperature)
+        except (OSError, BadImagesError) as error:  # test images moved or changed since training
+            entries = []
+            notes.append(f"Prediction panels of {label} left out: {error}")
+        n_panels = len(entries)
+        entries += _pooled_figures(group, label, data.config["class_names"], out)
+        sections.append(
+            {"title": label, "dataset": dataset, "figures": entries, "n_panels": n_panels}
+        )
+    return sections
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def _count_runs(data: Results, *, control: int) -> int:
+    """Number of distinct (model, run) trainings of one kind in runs.csv and epochs.csv."""
+    rows = data.runs + data.epochs
+    return len({(r["model"], r["run"]) for r in rows if int(r["control"]) == control})
+
+
+def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """Draw every figure into ``run_dir/figures/`` and write ``run_dir/report.html``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A results folder written by `cellclass.training.experiment` (``config.json`` and the CSVs).
+    seed : int, optional
+        Seeds the jitter of points and the choice of images in the prediction panels, so
+        the same folder always gives the same report.
+
+    Returns
+    -------
+    Path
+        The written ``report.html``, self-contained (figures as data URIs, CSS inline).
+    """
+    run_dir = Path(run_dir)
+    data = read_results(run_dir)
+    temperatures = load_temperatures(run_dir)  # {} until `cellclass explain` fitted them
+    rng = np.random.default_rng(seed)
+    out = run_dir / "figures"
+    notes: list[str] = []
+    sections = _test_sections(data, out, rng, notes, temperatures)
+    explain = _explain(run_dir)
+    _place_beside_panels(sections, explain)
+    context = {
+        "name": run_dir.name,
+        "config": data.config,
+        "warnings": find_warnings(data.runs, data.epochs, data.config),
+        "summary": summary_rows(data.runs),
+        "chance": chance_levels(data.config),
+        "normalization": _normalization_rows(data.config),
+        "expert": data.config.get("expert") or {},
+        "preview": _preview_figure(data, out, rng, notes),
+        "overview": _overview_figures(data, out, rng),
+        "sections": sections,
+        "notes": notes,
+        "data": _data_table(data.config),
+        "settings": _flatten(data.config.get("settings", {})),
+        "versions": _flatten(data.config.get("versions", {})),
+        "machine": _flatten(data.config.get("machine", {})),
+        "n_runs": _count_runs(data, control=0),
+        "n_control_runs": _count_runs(data, control=1),
+        "ensembles": _ensembles(run_dir),
+        "comparisons": model_comparisons(run_dir),
+        "human": _human_comparisons(run_dir),
+        "explain": explain,
+    }
+    path = run_dir / "report.html"
+    results.atomic_write_text(path, _render(context))
+    return path
+
+
+def preview_folder(settings, out_path: str | os.PathLike, *, n_images: int = 25, seed: int = 0):
+    """The 5x5 preview of a class-folder tree, loaded and normalised as training would.
+
+    settings : `cellclass.training.experiment.ExperimentSettings` whose ``train_dir`` is the
+        folder and whose data options (image size, channels, normalisation, cache) are used.
+    """
+    from cellclass.progress import Observer
+    from cellclass.training.experiment import prepare_data
+
+    data = prepare_data(settings, Observer())
+    return write_preview(
+        data.train.index,
+        next(iter(data.preps.values())),
+        out_path,
+        n_images=n_images,
+        rng=np.random.default_rng(seed),
+        cache_dir=settings.cache_dir,
+    )
