@@ -59,7 +59,7 @@ from cellclass.data.datasets import load_dataset
 from cellclass.data.images import NORMALIZATION_MODES
 from cellclass.metrics import collapsed
 from cellclass.synthetic.folders import FORMATS, write_class_folders
-from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported

@@ -24,7 +24,7 @@ from pathlib import Path
 from cellclass import results
 from cellclass.summary import model_comparisons, summary_table
 from cellclass.synthetic.folders import write_demo
-from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE, STRONG
 
 

@@ -17,8 +17,8 @@ import torch
 
 from cellclass.cli import main
 from cellclass.models.cnn import build_model
+from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.augment import AugmentSettings, augment_batch
-from cellclass.training.experiment import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE, STRONG
 from cellclass.training.train import autocast_dtype, predict_logits, resolve_device, train_run
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from cellclass.training.experiment import ExperimentError, ExperimentSettings, run_experiment
+from cellclass.training import ExperimentError, ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree

@@ -6,14 +6,9 @@ import pytest
 
 from cellclass import results
 from cellclass.data.cache import BadImagesError
+from cellclass.progress import Observer
 from cellclass.summary import summary_table
-from cellclass.training.experiment import (
-    ExperimentError,
-    ExperimentSettings,
-    Observer,
-    run_experiment,
-    run_splits,
-)
+from cellclass.training import ExperimentError, ExperimentSettings, run_experiment, run_splits
 from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree, write_png
@@ -130,7 +125,7 @@ def test_corrupt_image_stops_before_training_and_names_it(tmp_path, class_tree):
 
 def test_train_sample_draws_a_fresh_subset_per_run(tmp_path):
     root = make_class_tree(tmp_path / "big", {"Control": 30, "Treated": 30})
-    from cellclass.training.experiment import prepare_data
+    from cellclass.training import prepare_data
 
     settings = _settings(tmp_path, root, train_sample=20, val_split=0.0)
     train = prepare_data(settings, Observer()).train

@@ -15,7 +15,7 @@ from cellclass.explain.probes import load_temperatures
 from cellclass.explain.step import ExplainSettings, explain_run, explain_section
 from cellclass.figures import explain as explain_figures
 from cellclass.models.cnn import build_model
-from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree

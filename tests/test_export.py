@@ -25,8 +25,8 @@ from cellclass.export.runs import (
     to_yaml,
 )
 from cellclass.predict import SavedRun, load_runs
+from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.augment import dihedral, tta_probabilities
-from cellclass.training.experiment import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree

@@ -21,7 +21,7 @@ from cellclass import cli, results
 from cellclass.cli import main
 from cellclass.data.folders import read_manifest_groups
 from cellclass.figures.plots import confusion_figure, preview_grid
-from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree

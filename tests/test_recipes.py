@@ -6,7 +6,7 @@ import pytest
 from cellclass import results
 from cellclass.report.build import write_report
 from cellclass.summary import model_comparisons, summary_table
-from cellclass.training.experiment import ExperimentSettings, run_experiment
+from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE, STRONG, resolve_recipes, with_overrides
 
 from .conftest import make_class_tree
@@ -90,7 +90,7 @@ def test_multi_recipe_experiment_uses_same_seeds_and_splits(tmp_path):
 
 def test_split_is_a_function_of_the_seed_only(tmp_path):
     from cellclass.progress import Observer
-    from cellclass.training.experiment import prepare_data, run_splits
+    from cellclass.training import prepare_data, run_splits
 
     train = make_class_tree(tmp_path / "train", {"Control": 12, "Treated": 12})
     settings = ExperimentSettings(

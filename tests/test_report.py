@@ -404,7 +404,7 @@ def test_study_report_states_each_datasets_finding_first(tmp_path):
     from dataclasses import replace
 
     from cellclass.report.study import study_findings, write_study_report
-    from cellclass.training.experiment import ExperimentSettings, run_experiment
+    from cellclass.training import ExperimentSettings, run_experiment
     from cellclass.training.recipes import REFERENCE
 
     from .conftest import write_png

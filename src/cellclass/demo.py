@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cellclass.synthetic.folders import DemoData, write_demo
-from cellclass.training.experiment import ExperimentSettings
+from cellclass.training import ExperimentSettings
 from cellclass.training.recipes import REFERENCE, STRONG, get_recipe
 
 

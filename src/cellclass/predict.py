@@ -21,7 +21,8 @@ from cellclass.explain.probes import load_temperatures
 from cellclass.metrics import expected_calibration_error, softmax
 from cellclass.models.cnn import build_model
 from cellclass.progress import Observer
-from cellclass.training.experiment import ExperimentError, prediction_rows
+from cellclass.training import ExperimentError
+from cellclass.training.records import prediction_rows
 from cellclass.training.train import Split, evaluate, predict_logits
 
 

@@ -125,7 +125,7 @@ def add_inspect_parser(commands) -> None:
 
 def cmd_preview(args) -> int:
     from cellclass.report.build import preview_folder
-    from cellclass.training.experiment import ExperimentSettings
+    from cellclass.training import ExperimentSettings
 
     target = Path(args.output)
     if target.exists():

@@ -1,7 +1,7 @@
 """``cellclass demo``, ``train``, ``evaluate``, ``predict`` and ``report``: run the study.
 
 Training and the commands that use a results folder's saved runs: their arguments, the
-`cellclass.training.experiment.ExperimentSettings` built from them, and what is printed afterwards.
+`cellclass.training.ExperimentSettings` built from them, and what is printed afterwards.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def add_report_parser(commands) -> None:
 
 
 def _experiment_settings(args):
-    from cellclass.training.experiment import ExperimentSettings
+    from cellclass.training import ExperimentSettings
     from cellclass.training.recipes import resolve_recipes
 
     shortcuts = {
@@ -276,7 +276,7 @@ def _experiment_settings(args):
 def _run_and_report(settings, *, resume: bool, quiet: bool, explain: bool = False) -> Path:
     from cellclass.report.build import write_report
     from cellclass.summary import summary_table
-    from cellclass.training.experiment import run_experiment
+    from cellclass.training import run_experiment
 
     out = run_experiment(settings, resume=resume, observer=ProgressObserver(quiet))
     print_summary(summary_table(out))

@@ -19,8 +19,8 @@ from cellclass.data.cache import Preprocessing, load_store, preprocessing_from_d
 from cellclass.data.datasets import load_dataset
 from cellclass.data.images import Normalization
 from cellclass.predict import SavedRun, collect_images, load_runs
+from cellclass.training import ExperimentSettings, run_splits
 from cellclass.training.augment import tta_probabilities
-from cellclass.training.experiment import ExperimentSettings, run_splits
 from cellclass.training.train import Split, gather_batch
 
 __all__ = [

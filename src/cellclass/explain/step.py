@@ -15,7 +15,7 @@ folder, for each run's validation split and the confound probe; the test folders
 `explain_section` turns ``explain.json`` into a section of the HTML report. Attribution
 maps are drawn for one run (``--run``, ``--model``; default the first). Calibration covers
 every run; the FGSM sweep the first ``adversarial_runs`` runs of each model. The validation
-split of each run is recomputed from its seed (`cellclass.training.experiment.run_splits`), so the
+split of each run is recomputed from its seed (`cellclass.training.run_splits`), so the
 training folder must still be where config.json says; if it is not, those probes are left
 out with a note.
 """

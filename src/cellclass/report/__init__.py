@@ -2,3 +2,15 @@
 and rendering in `html`), several experiments of one study (`study`); templates in
 ``templates/``.
 """
+
+from cellclass.report.build import preview_folder, read_results, write_preview, write_report
+from cellclass.report.study import study_findings, write_study_report
+
+__all__ = [
+    "preview_folder",
+    "read_results",
+    "study_findings",
+    "write_preview",
+    "write_report",
+    "write_study_report",
+]

@@ -415,11 +415,11 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
 def preview_folder(settings, out_path: str | os.PathLike, *, n_images: int = 25, seed: int = 0):
     """The 5x5 preview of a class-folder tree, loaded and normalised as training would.
 
-    settings : `cellclass.training.experiment.ExperimentSettings` whose ``train_dir`` is the
+    settings : `cellclass.training.ExperimentSettings` whose ``train_dir`` is the
         folder and whose data options (image size, channels, normalisation, cache) are used.
     """
     from cellclass.progress import Observer
-    from cellclass.training.experiment import prepare_data
+    from cellclass.training import prepare_data
 
     data = prepare_data(settings, Observer())
     return write_preview(

@@ -17,6 +17,9 @@ import torch
 
 from cellclass.models.baselines import fit_baseline, image_features, predict_proba
 from cellclass.progress import Observer
+from cellclass.training.jobs import job_name, run_splits
+from cellclass.training.records import write_run
+from cellclass.training.settings import normalization_mode
 from cellclass.training.train import Evaluation, RunResult, Split, gather_batch
 
 
@@ -39,7 +42,6 @@ def _evaluation(name: str, probs: np.ndarray, labels: np.ndarray) -> Evaluation:
 
 def run_baseline_jobs(jobs: list, settings, data, out, observer: Observer) -> None:
     """Fit and evaluate every baseline job, writing each like a CNN run."""
-    from cellclass.training.experiment import job_name, normalization_mode, run_splits, write_run
 
     train, tests = data.train, data.tests
     n_classes = len(train.index.class_names)

@@ -1,7 +1,7 @@
 """Where an experiment's runs are computed: here, in a local process pool, or on Ray.
 
 Runs are independent trainings from scratch, so they parallelise perfectly. Every executor
-trains with `cellclass.training.experiment.train_job` and hands the result back to this
+trains with `cellclass.training.jobs.train_job` and hands the result back to this
 process, which alone writes the results folder (`write_run`): tables stay consistent and a resumed
 experiment sees exactly the runs that finished. Seeds and splits depend only on the job, so
 every executor gives the same numbers for the same seeds.
@@ -20,17 +20,23 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
 from cellclass.progress import Observer
+from cellclass.training.jobs import job_name, train_job
+from cellclass.training.records import write_run
 
-EXECUTORS = ("local", "process", "ray")
 RAY_RETRIES = 3  # times Ray re-runs a task whose worker process died
 
 
-def run_jobs(jobs: list, settings, data, out, observer: Observer) -> None:
-    """Train every job with the settings' executor and write each as soon as it finishes."""
+def run_jobs(jobs: list, settings, data, out, observer: Observer, *, load=None) -> None:
+    """Train every job with the settings' executor and write each as soon as it finishes.
+
+    load : the function that loads ``data`` from ``settings``
+        (`cellclass.training.experiment.prepare_data`); process workers call it once each to
+        read the pixels from the cache instead of receiving copies.
+    """
     if not jobs:
         return
     if settings.executor == "process" and settings.jobs > 1:
-        _run_in_processes(jobs, settings, data, out, observer)
+        _run_in_processes(jobs, settings, data, out, observer, load)
     elif settings.executor == "ray":
         _run_on_ray(jobs, settings, data, out, observer)
     else:
@@ -38,7 +44,6 @@ def run_jobs(jobs: list, settings, data, out, observer: Observer) -> None:
 
 
 def _run_here(jobs, settings, data, out, observer) -> None:
-    from cellclass.training.experiment import train_job, write_run
 
     for job in jobs:
         result = train_job(job, settings, data, observer)
@@ -49,27 +54,24 @@ def _run_here(jobs, settings, data, out, observer) -> None:
 _WORKER_DATA: dict = {}  # per worker process: the experiment's data, loaded once
 
 
-def _process_job(settings, job, threads: int):
+def _process_job(settings, job, threads: int, load):
     """Worker: load the (already cached) data once per process, train one job."""
     import torch
 
-    from cellclass.training.experiment import prepare_data, train_job
-
     torch.set_num_threads(threads)
     if "data" not in _WORKER_DATA:
-        _WORKER_DATA["data"] = prepare_data(settings, Observer())
+        _WORKER_DATA["data"] = load(settings, Observer())
     return train_job(job, settings, _WORKER_DATA["data"], Observer())
 
 
-def _run_in_processes(jobs, settings, data, out, observer) -> None:
-    from cellclass.training.experiment import job_name, write_run
+def _run_in_processes(jobs, settings, data, out, observer, load) -> None:
 
     workers = min(settings.jobs, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     observer.message(f"training {len(jobs)} runs in {workers} processes, {threads} thread(s) each")
     context = get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(_process_job, settings, job, threads): job for job in jobs}
+        futures = {pool.submit(_process_job, settings, job, threads, load): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
             observer.run_started(job_name(job, settings), 0)
@@ -90,13 +92,11 @@ def _import_ray():
 
 def _ray_job(settings, job, data):
     """Ray task body: train one job on data taken from the object store."""
-    from cellclass.training.experiment import train_job
 
     return train_job(job, settings, data, Observer())
 
 
 def _run_on_ray(jobs, settings, data, out, observer) -> None:
-    from cellclass.training.experiment import job_name, write_run
 
     ray = _import_ray()
     started_here = not ray.is_initialized()

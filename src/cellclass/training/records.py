@@ -1,0 +1,101 @@
+"""A finished run, written: its rows of runs.csv, epochs.csv and predictions.csv, then its
+checkpoint (which marks it done). One place builds these rows for training and for `evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from cellclass import results
+from cellclass.data.cache import preprocessing_to_dict
+from cellclass.data.datasets import Dataset
+from cellclass.metrics import collapsed, expected_calibration_error, softmax
+from cellclass.training.jobs import ExperimentData, Job, run_splits
+from cellclass.training.settings import ExperimentSettings, normalization_mode
+from cellclass.training.train import RunResult
+
+
+def jsonable(data):
+    return json.loads(json.dumps(data, default=str))
+
+
+def checkpoint_for(out: Path, job: Job, settings: ExperimentSettings) -> Path:
+    labels = tuple(recipe.label for recipe in settings.recipes) + settings.baselines
+    return results.checkpoint_path(
+        out, job.run, job.recipe.label, models=labels, control=job.control
+    )
+
+
+def write_run(out: Path, job: Job, settings, result: RunResult, data: ExperimentData) -> list[dict]:
+    """Append one finished run to the tables, then save its checkpoint (marks it done)."""
+    train, tests = data.train, data.tests
+    prep = data.prep(normalization_mode(settings, job.recipe))
+    class_names = train.index.class_names
+    key = {"run": job.run, "model": job.recipe.label}
+    fit_rows, _ = run_splits(train, settings, job.seed)
+    train_accuracies = [r.accuracy for r in result.epochs if r.split == "train"]
+    stuck = collapsed(train_accuracies, train.labels[fit_rows])  # shuffling keeps the shares
+    run_rows, pred_rows = [], []
+    for test in tests:
+        evaluation = result.final[test.name]
+        probs = softmax(evaluation.logits)
+        run_rows.append(
+            {
+                **key,
+                "seed": job.seed,
+                "dataset": test.name,
+                "accuracy": evaluation.accuracy,
+                "loss": evaluation.loss,
+                "ece": expected_calibration_error(probs, evaluation.labels),
+                "n_images": len(evaluation.labels),
+                "seconds": result.seconds,
+                "control": int(job.control),
+                "epoch": result.epoch,
+                "collapsed": int(stuck),
+            }
+        )
+        pred_rows += prediction_rows(job.run, key["model"], test, probs, class_names, job.control)
+    epoch_rows = [{**key, **asdict(r), "control": int(job.control)} for r in result.epochs]
+    results.append_rows(out / "runs.csv", results.RUNS_COLUMNS, run_rows)
+    results.append_rows(out / "epochs.csv", results.EPOCHS_COLUMNS, epoch_rows)
+    results.append_rows(out / "predictions.csv", results.prediction_columns(class_names), pred_rows)
+    meta = {
+        **key,
+        "architecture": getattr(job.recipe, "model", "features"),
+        "seed": job.seed,
+        "control": job.control,
+        "epoch": result.epoch,
+        "recipe": jsonable(asdict(job.recipe)),
+        "class_names": list(class_names),
+        "in_channels": train.store.channels,
+        "image_size": settings.image_size,
+        "preprocessing": jsonable(preprocessing_to_dict(prep)),
+    }
+    results.save_checkpoint(checkpoint_for(out, job, settings), result.model, meta)  # marks it done
+    return run_rows
+
+
+def prediction_rows(
+    k: int, model: str, test: Dataset, probs: np.ndarray, class_names, control: bool = False
+) -> list[dict]:
+    """predictions.csv rows of one run on one test set; probs (N, K) float."""
+    predicted = probs.argmax(1)
+    rows = []
+    for i, path in enumerate(test.store.paths):
+        row = {
+            "run": k,
+            "model": model,
+            "dataset": test.name,
+            "path": str(path),
+            "true": class_names[test.labels[i]],
+            "predicted": class_names[predicted[i]],
+            "confidence": float(probs[i, predicted[i]]),
+            "control": int(control),
+        }
+        row.update({f"p_{name}": float(probs[i, j]) for j, name in enumerate(class_names)})
+        rows.append(row)
+    return rows
