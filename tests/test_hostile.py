@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -212,3 +213,14 @@ def test_blind_serve_on_a_busy_port_creates_nothing(tmp_path: Path, capsys):
     assert not db.exists() and not cache.exists()  # checked before anything was made
     line = _one_error_line(capsys)
     assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+def test_file_names_of_different_test_sets_never_collide():
+    """Issue 17, point 17: test sets "a b" and "a-b" used to write the same figure files."""
+    from cellclass.results import file_slug
+
+    names = ["a b", "a-b", "a/b", "a_b", "A B", "a  b"]
+    slugs = [file_slug("badger", name) for name in names]
+    assert len(set(slugs)) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", s) for s in slugs)
+    assert file_slug("heldout", "alice") == "heldout-alice"  # safe names stay readable

@@ -19,6 +19,7 @@ hold half a run.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -77,6 +78,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_slug(*names: str) -> str:
+    """A file-name-safe join of names: ("badger", "test_A") -> "badger-test_A".
+
+    Characters other than letters, digits, ``_`` and ``.`` become ``-``; when that changed a
+    name, a short digest of the original names is appended ("test A" -> "test-A-1b0e7d"), so
+    names that differ only there ("a b", "a-b") never share a file.
+    """
+    parts = [re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-.") or "x" for name in names]
+    text = "-".join(parts)
+    if parts != [str(name) for name in names]:
+        digest = hashlib.sha1("\0".join(map(str, names)).encode()).hexdigest()[:6]
+        text = f"{text}-{digest}"
+    return text
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -228,10 +227,6 @@ def _json_safe(value):
     return value
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "scorer"
-
-
 def write_comparison(run_dir: str | Path, comparison: dict) -> Path:
     """Save a `compare_human` result and mark the expert's accuracy in config.json.
 
@@ -240,7 +235,7 @@ def write_comparison(run_dir: str | Path, comparison: dict) -> Path:
     which the box plot of the report draws. Returns the JSON file's path.
     """
     run_dir = Path(run_dir)
-    path = run_dir / f"compare-{_slug(comparison['test'])}-{_slug(comparison['scorer'])}.json"
+    path = run_dir / f"compare-{results.file_slug(comparison['test'], comparison['scorer'])}.json"
     results.write_json(path, _json_safe(comparison))
     config = _read_config(run_dir)
     expert = config.get("expert") if isinstance(config.get("expert"), dict) else {}

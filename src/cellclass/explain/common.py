@@ -7,7 +7,6 @@ neither imports the other's internals.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,6 @@ __all__ = [
     "figure_entry",
     "open_folder",
     "load_path_split",
-    "slug",
     "split_logits",
     "load_test_splits",
     "load_training_splits",
@@ -45,11 +43,6 @@ CPU = torch.device("cpu")  # the explain step runs on the CPU, where the loaded 
 class Outputs:
     figures: list[dict] = field(default_factory=list)  # {"file" (relative), "title", "caption"}
     notes: list[str] = field(default_factory=list)  # findings and things left out, one line each
-
-
-def slug(name: str) -> str:
-    """A file-name-safe version of a test-set name: "test A" -> "test-A"."""
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-.") or "set"
 
 
 def figure_entry(

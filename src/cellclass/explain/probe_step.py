@@ -17,7 +17,7 @@ import torch
 from cellclass import results
 from cellclass.data.images import Normalization
 from cellclass.explain import probes
-from cellclass.explain.common import CPU, Outputs, balanced_rows, figure_entry, slug, split_logits
+from cellclass.explain.common import CPU, Outputs, balanced_rows, figure_entry, split_logits
 from cellclass.figures import probes as probe_figures
 from cellclass.metrics import expected_calibration_error, reliability_bins, softmax
 from cellclass.predict import SavedRun
@@ -251,7 +251,7 @@ def _example_panel(out, saved: SavedRun, split: Split, norm, eps: float, rng) ->
         x.permute(0, 2, 3, 1).numpy(),
         adversarial.permute(0, 2, 3, 1).numpy(),
         captions,
-        out / "figures" / f"adversarial-examples-{slug(split.name)}.png",
+        out / "figures" / f"adversarial-examples-{results.file_slug(split.name)}.png",
         epsilon=eps,
         title=f"Run {saved.run} ({saved.model_name}) on {split.name}",
     )

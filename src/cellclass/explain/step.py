@@ -43,7 +43,6 @@ from cellclass.explain.common import (
     load_test_splits,
     load_training_splits,
     open_folder,
-    slug,
     uses_tta,
 )
 from cellclass.explain.probe_step import (
@@ -120,7 +119,7 @@ def _attribution_outputs(
         images,
         map_rows,
         titles,
-        folder.out / "figures" / f"attribution-{slug(split.name)}.png",
+        folder.out / "figures" / f"attribution-{results.file_slug(split.name)}.png",
         title=f"What run {saved.run} ({saved.model_name}) looks at: {split.name}",
     )
     scaled = "calibrated " if temperature != 1.0 else ""
@@ -170,7 +169,7 @@ def _average_outputs(folder: ExplainFolder, saved: SavedRun, split: Split, n_ima
         images,
         map_rows,
         titles,
-        folder.out / "figures" / f"average-{slug(split.name)}.png",
+        folder.out / "figures" / f"average-{results.file_slug(split.name)}.png",
         title=f"Per-class average, run {saved.run} ({saved.model_name}): {split.name}",
     )
     caption = (

@@ -39,7 +39,6 @@ from cellclass.report.sections import (
     _figure,
     _place_beside_panels,
     _pooled_figures,
-    _slug,
     calibrated_rows,
 )
 from cellclass.summary import model_comparisons
@@ -296,7 +295,7 @@ def _panel_figures(
                 [r["true"] for r in chosen],
                 [r["predicted"] for r in chosen],
                 [r["confidence"] for r in chosen],
-                out / f"{name}-{_slug(label)}.png",
+                out / f"{name}-{results.file_slug(label)}.png",
                 title=f"{title}: {label}, run {rows[0]['run']}",
             )
             entries.append(

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import base64
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
+from cellclass import results
 from cellclass.explain.probes import recalibrate
 from cellclass.figures import plots as figures
 from cellclass.metrics import confusion_matrix, expected_calibration_error, reliability_bins
 
 __all__ = ["calibrated_rows"]
-
-
-def _slug(*names: str) -> str:
-    """A file-name-safe join of names: "badger", "test A" -> "badger-test-A"."""
-    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "-", str(name)).strip("-.") for name in names)
 
 
 def _figure(path: Path, title: str, caption: str, file: str | None = None) -> dict:
@@ -71,7 +66,7 @@ def _pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list
     n_runs = len({r["run"] for r in rows})
     matrix = confusion_matrix(y_true, y_pred, len(class_names))
     path = figures.confusion_figure(
-        matrix, class_names, out / f"confusion-{_slug(label)}.png", title=label
+        matrix, class_names, out / f"confusion-{results.file_slug(label)}.png", title=label
     )
     pooled = f"All images of {n_runs} run{'' if n_runs == 1 else 's'} pooled."
     entries = [_figure(path, "Confusion matrix", pooled)]
@@ -82,7 +77,7 @@ def _pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list
         bins = reliability_bins(probs, y_true)
         ece = expected_calibration_error(probs, y_true)
         path = figures.reliability_figure(
-            bins, ece, out / f"reliability-{_slug(label)}.png", title=label
+            bins, ece, out / f"reliability-{results.file_slug(label)}.png", title=label
         )
         question = "Is “95 % confident” right 95 % of the time? Bars on the diagonal mean yes."
         entries.append(_figure(path, "Calibration", f"{question} {pooled}"))
