@@ -18,6 +18,7 @@ PACKAGE = Path(cellclass.__file__).parent
 
 LAYERS = {  # shared/DESIGN.md's layers, with finer steps where its packages build on each other
     "progress": 0,
+    "_files": 0,
     "csv_cells": 0,
     "results": 1,
     "metrics": 1,

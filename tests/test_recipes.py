@@ -169,3 +169,5 @@ def test_evaluate_sees_each_run_as_it_was_trained(tmp_path):
     again = {r["model"]: r for r in evaluate_folder(out, "again", settings.tests[0][1])}
     for model in ("badger", "strong"):
         assert float(again[model]["loss"]) == pytest.approx(float(before[model]["loss"]), rel=1e-4)
+        for column in ("seed", "epoch", "collapsed"):  # one row builder for train and evaluate
+            assert str(again[model][column]) == before[model][column], column

@@ -18,11 +18,11 @@ from cellclass.data.datasets import Dataset, dataset_info, load_dataset
 from cellclass.data.folders import is_hidden
 from cellclass.data.images import IMAGE_EXTENSIONS, Normalization
 from cellclass.explain.probes import load_temperatures
-from cellclass.metrics import expected_calibration_error, softmax
+from cellclass.metrics import softmax
 from cellclass.models.cnn import build_model
 from cellclass.progress import Observer
 from cellclass.training import ExperimentError
-from cellclass.training.records import prediction_rows
+from cellclass.training.records import prediction_rows, run_row
 from cellclass.training.train import Split, evaluate, predict_logits
 
 
@@ -41,6 +41,11 @@ class SavedRun:
     @property
     def normalization(self) -> Normalization:
         return self.preprocessing.normalization
+
+    @property
+    def uses_tta(self) -> bool:
+        """Whether the run's recipe averages predictions over the 8 dihedral transforms."""
+        return bool(self.meta.get("recipe", {}).get("tta", False))
 
 
 def load_runs(run_dir: str | Path, *, run: int | None = None) -> list[SavedRun]:
@@ -123,7 +128,7 @@ def predict_paths(
     probs = np.stack(
         [
             softmax(
-                predict_logits(r.model, split, r.normalization, tta=_tta(r)),
+                predict_logits(r.model, split, r.normalization, tta=r.uses_tta),
                 temperature=temperatures.get((r.run, r.model_name), 1.0),
             )
             for r in runs
@@ -145,11 +150,6 @@ def predict_paths(
         row.update({f"p_{name}": float(mean[i, j]) for j, name in enumerate(class_names)})
         rows.append(row)
     return rows
-
-
-def _tta(saved: SavedRun) -> bool:
-    """Whether the run's recipe averages predictions over the 8 dihedral transforms."""
-    return bool(saved.meta.get("recipe", {}).get("tta", False))
 
 
 def _check_channels(have: int, want: int, example: Path) -> None:
@@ -218,21 +218,10 @@ def _evaluate_runs(runs: list[SavedRun], data: Dataset, class_names) -> tuple[li
     split = Split(data.name, data.store, np.arange(len(data.labels)), data.labels)
     run_rows, pred_rows = [], []
     for saved in runs:
-        result = evaluate(saved.model, split, saved.normalization, tta=_tta(saved))
+        result = evaluate(saved.model, split, saved.normalization, tta=saved.uses_tta)
         probs = softmax(result.logits)
-        run_rows.append(
-            {
-                "run": saved.run,
-                "seed": saved.meta["seed"],
-                "model": saved.model_name,
-                "dataset": data.name,
-                "accuracy": result.accuracy,
-                "loss": result.loss,
-                "ece": expected_calibration_error(probs, result.labels),
-                "n_images": len(result.labels),
-                "seconds": "",
-                "control": 0,
-            }
-        )
+        about = {"run": saved.run, "model": saved.model_name, "seed": saved.meta["seed"]}
+        about |= {"seconds": "", "control": 0, "epoch": saved.meta.get("epoch", "")}
+        run_rows.append(run_row(about, data.name, result, probs))
         pred_rows += prediction_rows(saved.run, saved.model_name, data, probs, class_names)
     return run_rows, pred_rows

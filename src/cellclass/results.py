@@ -26,7 +26,6 @@ import os
 import pickle
 import platform
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 import cellclass
+from cellclass._files import atomic_write_bytes, atomic_write_text
 from cellclass.csv_cells import escape_cell, unescape_cell
 
 RUNS_COLUMNS = [
@@ -63,23 +63,6 @@ PREDICTION_COLUMNS = [
 ]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def file_slug(*names: str) -> str:
     """A file-name-safe join of names: ("badger", "test_A") -> "badger-test_A".
 
@@ -93,10 +76,6 @@ def file_slug(*names: str) -> str:
         digest = hashlib.sha1("\0".join(map(str, names)).encode()).hexdigest()[:6]
         text = f"{text}-{digest}"
     return text
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -6,7 +6,6 @@ reads them back identically; every write is atomic (temporary file renamed over 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -14,6 +13,8 @@ from typing import BinaryIO
 import numpy as np
 import tifffile
 from PIL import Image
+
+from cellclass._files import atomic_path
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
@@ -59,10 +60,5 @@ def _save_tiff(file: BinaryIO, image: np.ndarray) -> None:
 
 def _replace_atomically(path: Path, save: Callable[[BinaryIO], None]) -> None:
     """Run `save` on a hidden temporary file next to `path`, then rename it to `path`."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            save(file)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        save(file)

@@ -33,7 +33,6 @@ __all__ = [
     "split_logits",
     "load_test_splits",
     "load_training_splits",
-    "uses_tta",
 ]
 
 CPU = torch.device("cpu")  # the explain step runs on the CPU, where the loaded runs live
@@ -69,11 +68,6 @@ def balanced_rows(labels: np.ndarray, n_images: int, *, rng: np.random.Generator
     return np.array(sorted(chosen, key=lambda i: (labels[i], i)), dtype=np.int64)
 
 
-def uses_tta(saved: SavedRun) -> bool:
-    """Whether the run's recipe averages predictions over the 8 dihedral transforms."""
-    return bool(saved.meta.get("recipe", {}).get("tta", False))
-
-
 @torch.no_grad()
 def split_logits(saved: SavedRun, split: Split, norm: Normalization, *, batch_size: int = 64):
     """(N, K) float32 logits of a saved run on every image of ``split``, on the CPU.
@@ -87,7 +81,7 @@ def split_logits(saved: SavedRun, split: Split, norm: Normalization, *, batch_si
         x = gather_batch(
             split, np.arange(start, min(start + batch_size, len(split.indices))), norm, CPU
         )  # (B, C, H, W)
-        if uses_tta(saved):
+        if saved.uses_tta:
             chunks.append(torch.log(tta_probabilities(saved.model, x).clamp_min(1e-12)))
         else:
             chunks.append(saved.model(x))  # (B, K)

@@ -43,7 +43,6 @@ from cellclass.explain.common import (
     load_test_splits,
     load_training_splits,
     open_folder,
-    uses_tta,
 )
 from cellclass.explain.probe_step import (
     adversarial_outputs,
@@ -87,7 +86,7 @@ def _attribution_outputs(
     norm = saved.normalization
     size = split.store.pixels.shape[1]
     patch = max(1, round(settings.patch_fraction * size))
-    plain = uses_tta(saved)  # maps explain one forward pass, not the 8-view TTA average
+    plain = saved.uses_tta  # maps explain one forward pass, not the 8-view TTA average
     temperatures = {} if plain else load_temperatures(folder.run_dir)  # T fits TTA outputs
     temperature = temperatures.get((saved.run, saved.model_name), 1.0)
     rows = balanced_rows(split.labels, settings.n_images, rng=rng)

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from cellclass import results
+from cellclass._files import atomic_write_bytes
 from cellclass.data.cache import preprocessing_from_dict
 from cellclass.data.images import (
     Normalization,
@@ -279,7 +280,7 @@ def _write_package(out: Path, files: dict[str, bytes]) -> None:
         with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, data in files.items():
                 archive.writestr(name, data)
-        results.atomic_write_bytes(out, buffer.getvalue())
+        atomic_write_bytes(out, buffer.getvalue())
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

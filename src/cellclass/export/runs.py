@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cellclass import results
+from cellclass._files import atomic_write_bytes
 from cellclass.export.bioimageio import (
     FORMAT_VERSION,
     PackageSettings,
@@ -106,11 +106,11 @@ def export_run(
     out = Path(out) if out is not None else _default_out(run_dir, saved, fmt)
     if out.exists():
         raise FileExistsError(f"{out}: exists; choose another --out or remove it")
-    classifier = Classifier(saved.model, tta=bool(saved.meta.get("recipe", {}).get("tta")))
+    classifier = Classifier(saved.model, tta=saved.uses_tta)
     if fmt == "torchscript":
-        results.atomic_write_bytes(out, torchscript_bytes(classifier, saved))
+        atomic_write_bytes(out, torchscript_bytes(classifier, saved))
     elif fmt == "onnx":
-        results.atomic_write_bytes(out, onnx_bytes(classifier, saved))
+        atomic_write_bytes(out, onnx_bytes(classifier, saved))
     else:
         files = package_files(classifier, saved, run_dir, package or PackageSettings())
         _write_package(out, files)

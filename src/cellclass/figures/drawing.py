@@ -8,7 +8,6 @@ function stays short and readable.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from matplotlib.table import Cell
 from matplotlib.text import Text
 from matplotlib.ticker import PercentFormatter
 
+from cellclass._files import atomic_path
 from cellclass.data.images import to_display_uint8
 from cellclass.metrics import per_class_scores as _scores_from_labels
 
@@ -48,18 +48,10 @@ def save_png(figure: Figure, out_path: str | os.PathLike) -> Path:
     like ``$x^$`` would stop the figure, and the whole report, with a parse error).
     """
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=".tmp-", suffix=".png")
-    os.close(handle)
-    os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a figure is as readable as any output
-    try:
-        plain_texts(figure)
-        with rc_context(_PLAIN_TEXT):  # tick labels made while drawing are plain too
-            figure.savefig(tmp_name, dpi=DPI, format="png", facecolor="white")
-        os.replace(tmp_name, out_path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
+    plain_texts(figure)
+    with atomic_path(out_path, suffix=".png") as temporary, rc_context(_PLAIN_TEXT):
+        # tick labels made while drawing are plain too
+        figure.savefig(temporary, dpi=DPI, format="png", facecolor="white")
     return out_path
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cellclass import results
+from cellclass._files import atomic_write_text
 from cellclass.checks import ReportWarning, chance_levels, find_warnings, summary_rows
 from cellclass.csv_cells import unescape_row
 from cellclass.data.cache import (
@@ -407,7 +408,7 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         "explain": explain,
     }
     path = run_dir / "report.html"
-    results.atomic_write_text(path, _render(context))
+    atomic_write_text(path, _render(context))
     return path
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from cellclass import results
+from cellclass._files import atomic_write_text
 from cellclass.checks import chance_levels
 from cellclass.figures import plots as figures
 from cellclass.report.build import read_results
@@ -205,5 +205,5 @@ def write_study_report(
     )
     environment.filters["percent"] = _percent
     html = environment.get_template("study.html.j2").render(context)
-    results.atomic_write_text(out_path, html)
+    atomic_write_text(out_path, html)
     return out_path

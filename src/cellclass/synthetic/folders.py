@@ -18,7 +18,6 @@ are re-exported here.
 """
 
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from cellclass._files import atomic_path, atomic_write_text
 from cellclass.synthetic.rendering import MAX_VALUE, Phenotype, _render
 
 __all__ = [
@@ -93,18 +93,12 @@ def make_field(
 
 def _write_image(path: Path, image: np.ndarray, fmt: str) -> None:
     """Write a (H, W) uint16 field as 16-bit TIFF or 8-bit PNG, atomically (temp + rename)."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".{fmt}")
-    os.close(handle)
-    try:
+    with atomic_path(path, suffix=f".{fmt}") as temporary:
         if fmt == "tif":
-            tifffile.imwrite(temp, image, photometric="minisblack")
+            tifffile.imwrite(temporary, image, photometric="minisblack")
         else:  # fixed scale, not stretched per image: brightness stays comparable
             scaled = np.clip(np.rint(image * (255 / MAX_VALUE)), 0, 255).astype(np.uint8)
-            Image.fromarray(scaled).save(temp, format="PNG")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+            Image.fromarray(scaled).save(temporary, format="PNG")
 
 
 def _check_request(counts: dict[str, int], fmt: str, numbers: dict[str, float]) -> None:
@@ -263,8 +257,5 @@ def write_demo(
         datasets[name] = dataset
     phenotypes = "".join(f"  {p.name:8s} {p.description}\n" for p in PHENOTYPES.values())
     text = _README.format(phenotypes=phenotypes, n_train=n_train, n_test=n_test, **options)
-    handle, temp = tempfile.mkstemp(dir=root, prefix=".README.", suffix=".txt")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temp, root / "README.txt")
+    atomic_write_text(root / "README.txt", text)
     return DemoData(root=root, datasets=datasets)

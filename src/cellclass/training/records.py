@@ -16,7 +16,7 @@ from cellclass.data.datasets import Dataset
 from cellclass.metrics import collapsed, expected_calibration_error, softmax
 from cellclass.training.jobs import ExperimentData, Job, run_splits
 from cellclass.training.settings import ExperimentSettings, normalization_mode
-from cellclass.training.train import RunResult
+from cellclass.training.train import Evaluation, RunResult
 
 
 def jsonable(data):
@@ -39,25 +39,13 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data: Experiment
     fit_rows, _ = run_splits(train, settings, job.seed)
     train_accuracies = [r.accuracy for r in result.epochs if r.split == "train"]
     stuck = collapsed(train_accuracies, train.labels[fit_rows])  # shuffling keeps the shares
+    about = {"seed": job.seed, "seconds": result.seconds, "control": int(job.control)}
+    about |= {"epoch": result.epoch, "collapsed": int(stuck)}
     run_rows, pred_rows = [], []
     for test in tests:
         evaluation = result.final[test.name]
         probs = softmax(evaluation.logits)
-        run_rows.append(
-            {
-                **key,
-                "seed": job.seed,
-                "dataset": test.name,
-                "accuracy": evaluation.accuracy,
-                "loss": evaluation.loss,
-                "ece": expected_calibration_error(probs, evaluation.labels),
-                "n_images": len(evaluation.labels),
-                "seconds": result.seconds,
-                "control": int(job.control),
-                "epoch": result.epoch,
-                "collapsed": int(stuck),
-            }
-        )
+        run_rows.append(run_row({**key, **about}, test.name, evaluation, probs))
         pred_rows += prediction_rows(job.run, key["model"], test, probs, class_names, job.control)
     epoch_rows = [{**key, **asdict(r), "control": int(job.control)} for r in result.epochs]
     results.append_rows(out / "runs.csv", results.RUNS_COLUMNS, run_rows)
@@ -77,6 +65,19 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data: Experiment
     }
     results.save_checkpoint(checkpoint_for(out, job, settings), result.model, meta)  # marks it done
     return run_rows
+
+
+def run_row(about: dict, dataset: str, evaluation: Evaluation, probs: np.ndarray) -> dict:
+    """One runs.csv row: ``about`` (run, model, seed, seconds, control, epoch, collapsed)
+    and the scores of one evaluation on test set ``dataset``; probs (N, K) float."""
+    return {
+        **about,
+        "dataset": dataset,
+        "accuracy": evaluation.accuracy,
+        "loss": evaluation.loss,
+        "ece": expected_calibration_error(probs, evaluation.labels),
+        "n_images": len(evaluation.labels),
+    }
 
 
 def prediction_rows(
