@@ -445,3 +445,28 @@ def test_to_display_uint8_maps_channels_to_rgb():
     assert two[0, 0].tolist() == [255, 51, 0]
     four = to_display_uint8(np.concatenate([ones * 0.0, ones, ones, ones], axis=2) * 2.0)
     assert four.dtype == np.uint8 and four[0, 0].tolist() == [0, 255, 255]
+
+
+@pytest.mark.parametrize("mode", ["dataset", "image", "bitdepth"])
+def test_numpy_and_torch_normalisation_give_the_same_numbers(mode):
+    """One map, two array libraries: export (numpy) and training (torch) must agree, also
+    on a constant image whose percentile range is empty."""
+    import torch
+
+    from cellclass.data.normalization import image_percentiles, normalize_batch
+
+    rng = np.random.default_rng(4)
+    batch = rng.integers(0, 4096, size=(3, 8, 8, 2)).astype(np.uint16)
+    batch[1] = 700  # constant image: low == high
+    norm = fit_normalization(mode, batch, bit_depth=12)
+    low, high = image_percentiles(batch, norm.percentiles)
+    expected = (
+        normalize(batch, norm, low=low, high=high) if mode == "image" else normalize(batch, norm)
+    )
+    got = normalize_batch(
+        torch.from_numpy(batch.astype(np.int32)).permute(0, 3, 1, 2),
+        norm,
+        low=torch.from_numpy(low),
+        high=torch.from_numpy(high),
+    ).permute(0, 2, 3, 1)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)

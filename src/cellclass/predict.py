@@ -181,7 +181,7 @@ def evaluate_folder(
     new test set. Returns the new runs.csv rows.
     """
     run_dir = Path(run_dir)
-    config = results.read_json(run_dir / "config.json")
+    config = results.read_json(run_dir / results.CONFIG_FILE)
     if name in config.get("tests", {}) or name in ("train", "val"):
         raise ExperimentError(f"--test {name}: {run_dir} already has a test set of that name")
     runs = load_runs(run_dir)
@@ -199,18 +199,17 @@ def evaluate_folder(
     _check_channels(data.store.channels, runs[0].meta["in_channels"], data.store.paths[0])
     stuck = {  # collapse is a property of the run, recorded when it was trained
         (row["run"], row["model"]): row.get("collapsed", "")
-        for row in results.read_table(run_dir / "runs.csv")
+        for row in results.read_table(run_dir / results.RUNS_FILE)
         if not row.get("control")
     }
     run_rows, pred_rows = _evaluate_runs(runs, data, class_names)
     for row in run_rows:
         row["collapsed"] = stuck.get((row["run"], row["model"]), "")
-    results.append_rows(run_dir / "runs.csv", results.RUNS_COLUMNS, run_rows)
+    results.append_rows(run_dir / results.RUNS_FILE, results.RUNS_COLUMNS, run_rows)
     results.append_rows(
-        run_dir / "predictions.csv", results.prediction_columns(class_names), pred_rows
+        run_dir / results.PREDICTIONS_FILE, results.prediction_columns(class_names), pred_rows
     )
-    config.setdefault("tests", {})[name] = dataset_info(data)
-    results.write_json(run_dir / "config.json", config)
+    results.update_config(run_dir, {"tests": {name: dataset_info(data)}})
     return run_rows
 
 

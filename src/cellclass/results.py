@@ -36,6 +36,12 @@ import cellclass
 from cellclass._files import atomic_write_bytes, atomic_write_text
 from cellclass.csv_cells import escape_cell, unescape_cell
 
+CONFIG_FILE = "config.json"  # every setting, class map, seeds, versions, machine
+RUNS_FILE = "runs.csv"  # one row per run and test set
+EPOCHS_FILE = "epochs.csv"  # one row per run, epoch and split
+PREDICTIONS_FILE = "predictions.csv"  # one row per run and test image
+REPORT_FILE = "report.html"  # the self-contained report
+
 RUNS_COLUMNS = [
     "run",
     "seed",
@@ -76,6 +82,21 @@ def file_slug(*names: str) -> str:
         digest = hashlib.sha1("\0".join(map(str, names)).encode()).hexdigest()[:6]
         text = f"{text}-{digest}"
     return text
+
+
+def update_config(run_dir: str | os.PathLike, changes: dict) -> dict:
+    """Merge ``changes`` into a results folder's config.json (top-level keys; dicts merged one
+    level deep) and write it atomically; returns the new config. The one way config.json is
+    changed after the experiment wrote it (`evaluate` adds test sets, `compare` the expert)."""
+    path = Path(run_dir) / CONFIG_FILE
+    config = read_json(path)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    write_json(path, config)
+    return config
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -311,9 +332,9 @@ def drop_unfinished(run_dir: Path, finished: set[tuple[int, str, int]]) -> None:
     finished : (run, model, control) of every run whose checkpoint exists.
     """
     for name, columns in (
-        ("runs.csv", RUNS_COLUMNS),
-        ("epochs.csv", EPOCHS_COLUMNS),
-        ("predictions.csv", PREDICTION_COLUMNS),
+        (RUNS_FILE, RUNS_COLUMNS),
+        (EPOCHS_FILE, EPOCHS_COLUMNS),
+        (PREDICTIONS_FILE, PREDICTION_COLUMNS),
     ):
         path = Path(run_dir) / name
         rows = read_table(path)

@@ -27,10 +27,10 @@ def summary_table(run_dir: str | Path) -> list[dict]:
     p-value of its mean accuracy against the control runs' accuracies, and the control runs
     get rows of their own with model ``<model> (shuffled labels)``.
     """
-    rows = [r for r in results.read_table(Path(run_dir) / "runs.csv") if _scored(r)]
-    config_path = Path(run_dir) / "config.json"
+    rows = [r for r in results.read_table(Path(run_dir) / results.RUNS_FILE) if _scored(r)]
+    config_path = Path(run_dir) / results.CONFIG_FILE
     chances = chance_levels(results.read_json(config_path) if config_path.is_file() else {})
-    predictions = results.read_table(Path(run_dir) / "predictions.csv")
+    predictions = results.read_table(Path(run_dir) / results.PREDICTIONS_FILE)
     table = []
     for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
         same = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
@@ -80,10 +80,10 @@ def model_comparisons(run_dir: str | Path) -> list[dict]:
     exact McNemar test on the two ensembles' per-image answers."""
     rows = [
         r
-        for r in results.read_table(Path(run_dir) / "runs.csv")
+        for r in results.read_table(Path(run_dir) / results.RUNS_FILE)
         if _scored(r) and not r.get("control")
     ]
-    predictions = results.read_table(Path(run_dir) / "predictions.csv")
+    predictions = results.read_table(Path(run_dir) / results.PREDICTIONS_FILE)
     models = sorted({r["model"] for r in rows})
     out = []
     for dataset in sorted({r["dataset"] for r in rows}):

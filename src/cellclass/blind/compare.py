@@ -104,7 +104,7 @@ def _tested_folder(config: dict, test_name: str, run_dir: Path) -> str:
 
 
 def _read_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
+    path = run_dir / results.CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.json; not a cellclass results folder")
     return results.read_json(path)
@@ -137,12 +137,12 @@ def _network_rows(run_dir: Path, test_name: str, model: str | None) -> tuple[dic
     """
     controls = {
         (row["run"], str(row["model"]))
-        for row in results.read_table(run_dir / "runs.csv")
+        for row in results.read_table(run_dir / results.RUNS_FILE)
         if _is_control(row.get("control", ""))
     }
     rows = [
         row
-        for row in results.read_table(run_dir / "predictions.csv")
+        for row in results.read_table(run_dir / results.PREDICTIONS_FILE)
         if row["dataset"] == test_name
         and not _is_control(row.get("control", ""))
         and (row["run"], str(row["model"])) not in controls
@@ -237,10 +237,10 @@ def write_comparison(run_dir: str | Path, comparison: dict) -> Path:
     run_dir = Path(run_dir)
     path = run_dir / f"compare-{results.file_slug(comparison['test'], comparison['scorer'])}.json"
     results.write_json(path, _json_safe(comparison))
-    config = _read_config(run_dir)
-    expert = config.get("expert") if isinstance(config.get("expert"), dict) else {}
-    config["expert"] = expert | {comparison["test"]: comparison["human"]["accuracy"]}
-    results.write_json(run_dir / "config.json", config)
+    _read_config(run_dir)  # a clear error when it is not a results folder
+    results.update_config(
+        run_dir, {"expert": {comparison["test"]: comparison["human"]["accuracy"]}}
+    )
     return path
 
 

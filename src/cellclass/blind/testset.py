@@ -19,9 +19,10 @@ import torch
 from PIL import Image
 
 from cellclass import results
-from cellclass.data.cache import Preprocessing, load_store, normalize_batch, preprocessing_from_dict
+from cellclass.data.cache import Preprocessing, load_store, preprocessing_from_dict
 from cellclass.data.folders import scan_folder
 from cellclass.data.images import Normalization, image_meta, to_display_uint8
+from cellclass.data.normalization import normalize_batch
 
 MIN_DISPLAY_SIZE = 384  # images are upscaled by a whole factor to at least this many pixels
 _CHUNK = 64  # images normalised at a time, to bound memory on large test sets
@@ -74,11 +75,11 @@ def load_test(
     if run_dir is not None and image_size is not None:
         raise ValueError("--image-size cannot be combined with --run: the run fixes the size")
     if run_dir is not None:
-        if not (Path(run_dir) / "config.json").is_file():
+        if not (Path(run_dir) / results.CONFIG_FILE).is_file():
             raise FileNotFoundError(
                 f"--run {run_dir}: no config.json; not a cellclass results folder"
             )
-        config = results.read_json(Path(run_dir) / "config.json")
+        config = results.read_json(Path(run_dir) / results.CONFIG_FILE)
         prep = preprocessing_from_dict(config["preprocessing"])
         index = scan_folder(test_dir, class_names=tuple(config["class_names"]))
         source = (

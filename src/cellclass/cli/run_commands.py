@@ -274,29 +274,26 @@ def _experiment_settings(args):
 
 
 def _run_and_report(settings, *, resume: bool, quiet: bool, explain: bool = False) -> Path:
-    from cellclass.report.build import write_report
-    from cellclass.summary import summary_table
-    from cellclass.training import run_experiment
+    from cellclass.study import run_study
 
-    out = run_experiment(settings, resume=resume, observer=ProgressObserver(quiet))
-    print_summary(summary_table(out))
-    _print_comparisons(out)
-    if explain:
-        from cellclass.explain.step import explain_run
+    study = run_study(settings, resume=resume, explain=explain, observer=ProgressObserver(quiet))
+    _print_study(study)
+    return study.out
 
-        print(f"explanations: {explain_run(out)}")
-    report = write_report(out)
-    print(f"\nresults: {out}")
+
+def _print_study(study) -> None:
+    print_summary(study.summary)
+    _print_comparisons(study.comparisons)
+    if study.explain is not None:
+        print(f"explanations: {study.explain}")
+    print(f"\nresults: {study.out}")
     for name in ("config.json", "runs.csv", "epochs.csv", "predictions.csv", "models", "figures"):
-        print(f"  {out / name}")
-    print(f"report: {report}")
-    return out
+        print(f"  {study.out / name}")
+    print(f"report: {study.report}")
 
 
-def _print_comparisons(run_dir) -> None:
-    from cellclass.summary import model_comparisons
-
-    for row in model_comparisons(run_dir):
+def _print_comparisons(comparisons: list[dict]) -> None:
+    for row in comparisons:
         line = (
             f"{row['first']} vs {row['second']} on {row['dataset']}: mean accuracy difference "
             f"{row['runs_difference']:+.1%} over runs (Welch p = {row['runs_p_value']:.3g})"
@@ -317,8 +314,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from cellclass.demo import REDUCTION_NOTE, DemoSettings, prepare_demo
-    from cellclass.report.study import study_findings, write_study_report
+    from cellclass.demo import REDUCTION_NOTE, DemoSettings
+    from cellclass.study import run_demo
 
     keys = ("n_train", "n_test", "runs", "epochs", "seed", "image_size")
     given = {key: getattr(args, key) for key in keys}
@@ -333,27 +330,16 @@ def cmd_demo(args) -> int:
         )
     )
     started = time.perf_counter()
-    data, experiments = prepare_demo(args.out, demo)
-    for name, dataset in data.datasets.items():
-        print(f"demo data {name}: train {dataset.train}, test {dataset.test}")
-    run_dirs = {}
-    for name, settings in experiments.items():
-        print(f"\n=== {name}: {Path(settings.train_dir).parent.name} (its own experiment) ===")
-        run_dirs[name] = _run_and_report(settings, resume=False, quiet=args.quiet)
-    title = "cellclass demo: the study's two experiments (synthetic data)"
-    note = REDUCTION_NOTE.format(
-        runs=demo.runs,
-        n_train=demo.n_train,
-        image_size=demo.image_size,
-        strong_epochs=demo.strong_epochs,
-    )
-    page = write_study_report(
-        run_dirs, Path(args.out) / "results" / "report.html", title=title, notes=(note,)
-    )
+
+    def show(name, study):
+        print(f"\n=== {name}: its own experiment ===")
+        _print_study(study)
+
+    result = run_demo(args.out, demo, observer=ProgressObserver(args.quiet), on_study=show)
     print("\nthe answer:")
-    for finding in study_findings(run_dirs):
+    for finding in result.findings:
         print(f"  {finding.dataset}: {finding.sentence}")
-    print(f"\nreport over both datasets: {page}")
+    print(f"\nreport over both datasets: {result.report}")
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0
 

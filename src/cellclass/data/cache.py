@@ -35,10 +35,10 @@ import torch
 
 from cellclass.data.images import (
     ImageReadError,
-    Normalization,
     effective_bit_depth,
     image_percentiles,
 )
+from cellclass.data.normalization import normalize_batch
 from cellclass.data.preprocessing import (
     BadImagesError,
     Preprocessing,
@@ -59,7 +59,6 @@ __all__ = [
     "default_cache_dir",
     "load_normalized",
     "load_store",
-    "normalize_batch",
     "preprocessing_from_dict",
     "preprocessing_to_dict",
     "read_rows",
@@ -308,26 +307,6 @@ def sample_pixels(store: PixelStore, *, max_images: int = 256) -> np.ndarray:
     """Evenly spaced images of the store, (M, S, S, C), to fit a dataset normalisation."""
     step = max(1, len(store.pixels) // max_images)
     return read_rows(store, np.arange(0, len(store.pixels), step)[:max_images])
-
-
-def normalize_batch(
-    pixels: torch.Tensor,
-    norm: Normalization,
-    *,
-    low: torch.Tensor | None = None,
-    high: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """(B, C, H, W) raw pixels -> float32 in [0, 1] by the normalisation's per-channel map.
-
-    For "image" normalisation ``low``/``high`` are the per-image percentiles, (B, C).
-    """
-    x = pixels.float()
-    if norm.mode == "image":
-        lo, hi = low[:, :, None, None], high[:, :, None, None]  # (B, C, 1, 1)
-    else:
-        lo = torch.tensor(norm.low, dtype=torch.float32, device=x.device)[None, :, None, None]
-        hi = torch.tensor(norm.high, dtype=torch.float32, device=x.device)[None, :, None, None]
-    return ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp_(0.0, 1.0)
 
 
 def load_normalized(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 NORMALIZATION_MODES = ("dataset", "image", "bitdepth")
 
@@ -149,3 +150,29 @@ def _checked_percentiles(percentiles: tuple[float, float]) -> tuple[float, float
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles!r}")
     return low, high
+
+
+def normalize_batch(
+    pixels: torch.Tensor,
+    norm: Normalization,
+    *,
+    low: torch.Tensor | None = None,
+    high: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, C, H, W) raw pixels -> float32 in [0, 1]: `normalize` for torch batches.
+
+    For "image" normalisation ``low``/``high`` are the per-image percentiles, (B, C). The map,
+    the clipping and the guard for an empty range (high <= low: a range of 1) are those of
+    `normalize`; tests check that both give the same numbers.
+    """
+    _check_mode(norm.mode)
+    x = pixels.float()
+    if norm.mode == "image":
+        if low is None or high is None:
+            raise ValueError("normalize_batch: 'image' normalisation needs per-image low and high")
+        lo, hi = low.float()[:, :, None, None], high.float()[:, :, None, None]  # (B, C, 1, 1)
+    else:
+        lo = torch.tensor(norm.low, dtype=torch.float32, device=x.device)[None, :, None, None]
+        hi = torch.tensor(norm.high, dtype=torch.float32, device=x.device)[None, :, None, None]
+    hi = torch.where(hi > lo, hi, lo + 1)  # the same guard as `normalize`
+    return ((x - lo) / (hi - lo)).clamp_(0.0, 1.0)

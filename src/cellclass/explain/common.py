@@ -100,7 +100,7 @@ class ExplainFolder:
 
 def open_folder(run_dir: Path, out_dir: str | Path | None) -> ExplainFolder:
     """Read config.json and load the saved runs; ``out_dir`` None means ``run_dir/explain``."""
-    config_path = run_dir / "config.json"
+    config_path = run_dir / results.CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(
             f"{run_dir}: no config.json; is it a `cellclass train` results folder?"

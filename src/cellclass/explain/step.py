@@ -185,12 +185,12 @@ def _probe_outputs(folder: ExplainFolder, explained: SavedRun, tests, settings, 
     """Every probe over every saved run; ``explained`` gives the adversarial example panel."""
     norm = folder.prep.normalization
     train, val_splits = load_training_splits(folder, notes)
-    run_rows = results.read_table(folder.run_dir / "runs.csv")
+    run_rows = results.read_table(folder.run_dir / results.RUNS_FILE)
     runs = [explained] + [saved for saved in folder.runs if saved is not explained]
     attacked = [s for s in runs if _rank(s, runs) < settings.adversarial_runs]  # per model
     outputs = []
     if val_splits:
-        predictions = results.read_table(folder.run_dir / "predictions.csv")
+        predictions = results.read_table(folder.run_dir / results.PREDICTIONS_FILE)
         outputs.append(
             calibration_outputs(folder.out, folder.run_dir, runs, val_splits, predictions)
         )
@@ -217,7 +217,7 @@ def _probe_outputs(folder: ExplainFolder, explained: SavedRun, tests, settings, 
                 margin=settings.confound_margin,
             )
         )
-    epoch_rows = results.read_table(folder.run_dir / "epochs.csv")
+    epoch_rows = results.read_table(folder.run_dir / results.EPOCHS_FILE)
     chance = chance_levels(folder.config)
     chance = {row["dataset"]: chance.get(row["dataset"], chance[""]) for row in run_rows}
     outputs.append(loss_outputs(folder.out, epoch_rows, run_rows, chance=chance))

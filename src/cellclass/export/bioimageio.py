@@ -238,7 +238,7 @@ def _readme(saved: SavedRun, run_dir: str | Path) -> str:
     tta = ", averaged over 8 dihedral transforms" if meta.get("recipe", {}).get("tta") else ""
     scores = "\n".join(
         f"| {row['dataset']} | {row['n_images']} | {float(row['accuracy']):.1%} |"
-        for row in results.read_table(Path(run_dir) / "runs.csv")
+        for row in results.read_table(Path(run_dir) / results.RUNS_FILE)
         if row.get("run") == saved.run
         and str(row.get("model")) == saved.model_name
         and not int(row.get("control") or 0)

@@ -103,7 +103,7 @@ def read_results(run_dir: str | os.PathLike) -> Results:
         When ``run_dir/config.json`` does not exist (not a cellclass results folder).
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
+    config_path = run_dir / results.CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(
             f"{config_path} not found: {run_dir} is not a cellclass results folder "

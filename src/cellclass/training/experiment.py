@@ -109,7 +109,7 @@ def check_leakage(
 
 
 def _check_output(out: Path, settings: ExperimentSettings, resume: bool) -> None:
-    config = out / "config.json"
+    config = out / results.CONFIG_FILE
     if resume:
         if not config.is_file():
             raise ExperimentError(f"--resume: {out} holds no experiment (no config.json)")
@@ -161,7 +161,7 @@ def write_config(out: Path, settings, data: ExperimentData, *, leakage=()) -> No
         "machine": results.machine_info(str(resolve_device(settings.device))),
         "leakage": list(leakage),
     }
-    results.write_json(out / "config.json", config)
+    results.write_json(out / results.CONFIG_FILE, config)
 
 
 def run_experiment(

@@ -48,9 +48,11 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data: Experiment
         run_rows.append(run_row({**key, **about}, test.name, evaluation, probs))
         pred_rows += prediction_rows(job.run, key["model"], test, probs, class_names, job.control)
     epoch_rows = [{**key, **asdict(r), "control": int(job.control)} for r in result.epochs]
-    results.append_rows(out / "runs.csv", results.RUNS_COLUMNS, run_rows)
-    results.append_rows(out / "epochs.csv", results.EPOCHS_COLUMNS, epoch_rows)
-    results.append_rows(out / "predictions.csv", results.prediction_columns(class_names), pred_rows)
+    results.append_rows(out / results.RUNS_FILE, results.RUNS_COLUMNS, run_rows)
+    results.append_rows(out / results.EPOCHS_FILE, results.EPOCHS_COLUMNS, epoch_rows)
+    results.append_rows(
+        out / results.PREDICTIONS_FILE, results.prediction_columns(class_names), pred_rows
+    )
     meta = {
         **key,
         "architecture": getattr(job.recipe, "model", "features"),

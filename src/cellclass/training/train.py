@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cellclass.data.cache import PixelStore, normalize_batch, read_rows
+from cellclass.data.cache import PixelStore, read_rows
 from cellclass.data.images import Normalization
+from cellclass.data.normalization import normalize_batch
 from cellclass.models.cnn import build_model
 from cellclass.training.augment import augment_batch, tta_probabilities
 from cellclass.training.chunks import chunk_images, in_chunks, training_chunk
