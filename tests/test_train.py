@@ -149,3 +149,15 @@ def test_test_every_thins_the_test_curve_and_keeps_the_final_results():
     np.testing.assert_array_equal(again.logits, thinned.final["t"].logits)
     with pytest.raises(ValueError, match="--test-every 0"):
         run(0)
+
+
+def test_a_run_leaves_the_callers_random_state_alone():
+    """Randomness is an argument: training seeds its own generators, never the global one."""
+    train, val = _splits()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_run(
+        train, [val], replace(REFERENCE, epochs=1, batch_size=10), norm=NORM, n_classes=2, seed=3
+    )
+    assert torch.equal(torch.rand(3), expected)

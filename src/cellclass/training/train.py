@@ -181,13 +181,15 @@ def train_run(
     if test_every < 1:
         raise ValueError(f"--test-every {test_every}: give a whole number of epochs, 1 or more")
     torch_device = resolve_device(device)
-    torch.manual_seed(seed)
-    model = build_model(
-        recipe.model,
-        in_channels=train.store.channels,
-        n_classes=n_classes,
-        image_size=train.store.pixels.shape[1],
-    ).to(torch_device, memory_format=torch.channels_last)
+    with torch.random.fork_rng(devices=[]):  # seeds the weights, leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        model = build_model(
+            recipe.model,
+            in_channels=train.store.channels,
+            n_classes=n_classes,
+            image_size=train.store.pixels.shape[1],
+        )
+    model = model.to(torch_device, memory_format=torch.channels_last)
     steps = recipe.epochs * math.ceil(len(train.indices) / recipe.batch_size)
     optimizer, scheduler = make_optimizer(model, recipe, steps)
     state = _Loop(
