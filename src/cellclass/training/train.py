@@ -82,6 +82,16 @@ def deterministic_kernels():
         cudnn.deterministic, cudnn.benchmark = saved
 
 
+@contextmanager
+def seeded_global_rng(seed: int, device: torch.device):
+    """torch's global RNG (CPU, and ``device`` when it is a GPU) seeded with ``seed`` inside,
+    restored to the caller's state after."""
+    gpus = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(seed)
+        yield
+
+
 def resolve_device(name: str) -> torch.device:
     """ "auto" picks CUDA when available; "cuda" without a GPU is an error."""
     if name == "auto":
@@ -181,39 +191,39 @@ def train_run(
     if test_every < 1:
         raise ValueError(f"--test-every {test_every}: give a whole number of epochs, 1 or more")
     torch_device = resolve_device(device)
-    with torch.random.fork_rng(devices=[]):  # seeds the weights, leaves the caller's RNG alone
-        torch.manual_seed(seed)
+    # the global RNG seeds the weights and draws dropout masks: seeded inside a fork, so the
+    # caller's random state is the same after the run as before it
+    with seeded_global_rng(seed, torch_device):
         model = build_model(
             recipe.model,
             in_channels=train.store.channels,
             n_classes=n_classes,
             image_size=train.store.pixels.shape[1],
+        ).to(torch_device, memory_format=torch.channels_last)
+        steps = recipe.epochs * math.ceil(len(train.indices) / recipe.batch_size)
+        optimizer, scheduler = make_optimizer(model, recipe, steps)
+        state = _Loop(
+            np.random.default_rng(seed),
+            torch.Generator().manual_seed(seed),
+            on_batch,
+            on_epoch,
+            autocast_dtype(precision, torch_device),
+            test_every,
         )
-    model = model.to(torch_device, memory_format=torch.channels_last)
-    steps = recipe.epochs * math.ceil(len(train.indices) / recipe.batch_size)
-    optimizer, scheduler = make_optimizer(model, recipe, steps)
-    state = _Loop(
-        np.random.default_rng(seed),
-        torch.Generator().manual_seed(seed),
-        on_batch,
-        on_epoch,
-        autocast_dtype(precision, torch_device),
-        test_every,
-    )
-    started = time.perf_counter()
-    with deterministic_kernels():  # same seed, same numbers on one GPU too
-        records, kept, last = _fit(
-            model, optimizer, scheduler, train, evaluations, recipe, norm, state
-        )
-        if kept != recipe.epochs or recipe.tta:  # else the last epoch's evaluations are final
-            last = {
-                split.name: evaluate(
-                    model, split, norm, batch_size=recipe.eval_batch_size, tta=recipe.tta
-                )
-                for split in evaluations
-            }
-    model.to("cpu", memory_format=torch.contiguous_format)
-    return RunResult(model, records, last, kept, time.perf_counter() - started)
+        started = time.perf_counter()
+        with deterministic_kernels():  # same seed, same numbers on one GPU too
+            records, kept, last = _fit(
+                model, optimizer, scheduler, train, evaluations, recipe, norm, state
+            )
+            if kept != recipe.epochs or recipe.tta:  # else the last epoch's evaluations are final
+                last = {
+                    split.name: evaluate(
+                        model, split, norm, batch_size=recipe.eval_batch_size, tta=recipe.tta
+                    )
+                    for split in evaluations
+                }
+        model.to("cpu", memory_format=torch.contiguous_format)
+        return RunResult(model, records, last, kept, time.perf_counter() - started)
 
 
 def _fit(model, optimizer, scheduler, train, evaluations, recipe, norm, state):
