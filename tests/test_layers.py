@@ -46,7 +46,6 @@ LAYERS = {  # shared/DESIGN.md's layers, with finer steps where its packages bui
 
 KNOWN = {  # (importer, imported): breaks the layering today; issue 16 removes each
     ("figures", "explain"),  # figures.explain draws maps normalised by explain.attribution
-    ("models", "explain"),  # the feature baseline fits explain.probes' logistic regression
     ("predict", "explain"),  # predict reads the temperatures explain.probes fitted
     ("summary", "checks"),  # two summaries of runs (summary_table, checks.summary_rows)
 }

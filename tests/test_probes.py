@@ -7,6 +7,7 @@ from torch import nn
 
 from cellclass.explain import probes
 from cellclass.metrics import expected_calibration_error, softmax
+from cellclass.models.logistic import fit_logistic, predict_logistic
 
 
 # ---------------------------------------------------------------- calibration
@@ -157,8 +158,8 @@ def test_confound_probe_detects_classes_that_differ_only_in_brightness(make, fir
     rng = np.random.default_rng(0)
     train_x, train_y = make(200, rng)
     test_x, test_y = make(200, rng)
-    probe = probes.fit_logistic(probes.intensity_features(train_x), train_y, 2)
-    predicted = probes.predict_logistic(probe, probes.intensity_features(test_x)).argmax(1)
+    probe = fit_logistic(probes.intensity_features(train_x), train_y, 2)
+    predicted = predict_logistic(probe, probes.intensity_features(test_x)).argmax(1)
     accuracy = float((predicted == test_y).mean())
     chance = float(np.bincount(test_y).max() / len(test_y))
     assert probes.confound_flagged(accuracy, 0.95, chance) is fires  # a CNN at 95 %
@@ -192,7 +193,7 @@ def test_confound_flag_needs_a_cnn_above_chance_and_a_probe_close_to_it(
 
 def test_logistic_regression_refuses_mismatched_input():
     with pytest.raises(ValueError, match="features"):
-        probes.fit_logistic(np.zeros((3, 2)), np.zeros(4, int), 2)
+        fit_logistic(np.zeros((3, 2)), np.zeros(4, int), 2)
 
 
 # ---------------------------------------------------------------- loss vs accuracy

@@ -20,6 +20,7 @@ from cellclass.explain import probes
 from cellclass.explain.common import CPU, Outputs, balanced_rows, figure_entry, split_logits
 from cellclass.figures import probes as probe_figures
 from cellclass.metrics import expected_calibration_error, reliability_bins, softmax
+from cellclass.models.logistic import fit_logistic, predict_logistic
 from cellclass.predict import SavedRun
 from cellclass.training.train import Split, gather_batch
 
@@ -289,10 +290,10 @@ def confound_outputs(
     runs.csv rows giving each model's mean test accuracy.
     """
     features = _split_features(train, norm)  # (N, F)
-    probe = probes.fit_logistic(features, train.labels, len(class_names))
+    probe = fit_logistic(features, train.labels, len(class_names))
     table = []
     for split in tests:
-        predicted = probes.predict_logistic(probe, _split_features(split, norm)).argmax(1)
+        predicted = predict_logistic(probe, _split_features(split, norm)).argmax(1)
         accuracy = float((predicted == split.labels).mean())
         chance = float(np.bincount(split.labels).max() / len(split.labels))
         real = [r for r in run_rows if r["dataset"] == split.name and not r.get("control")]

@@ -9,7 +9,7 @@ Four questions, each answered by plain functions on arrays, tensors and table ro
   size epsilon, against random sign noise of the same size (the control). A network whose
   decision flips under an invisible, *aimed* nudge but not under a random one reduces the
   image to few directions: the study's "networks reduce dimension, hence adversarial examples".
-- **Confound** (`intensity_features`, `fit_logistic`, `confound_flagged`): a logistic
+- **Confound** (`intensity_features`, `confound_flagged`): a logistic
   regression on per-image intensity statistics. If it does as well as the CNN, the CNN may be
   classifying brightness rather than morphology.
 - **Learning is not minimisation** (`loss_accuracy_rows`, `similar_loss_pairs`): final
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import optimize, special
 from torch import nn
 from torch.nn import functional
 
@@ -35,17 +34,14 @@ __all__ = [
     "CALIBRATION_FILE",
     "INTENSITY_PERCENTILES",
     "Calibration",
-    "LogisticProbe",
     "confound_flagged",
     "fgsm",
     "fit_calibration",
-    "fit_logistic",
     "flip_sweep",
     "intensity_feature_names",
     "intensity_features",
     "load_temperatures",
     "loss_accuracy_rows",
-    "predict_logistic",
     "recalibrate",
     "sign_noise",
     "similar_loss_pairs",
@@ -246,57 +242,6 @@ def intensity_features(x: torch.Tensor) -> np.ndarray:
         np.moveaxis(np.percentile(flat, INTENSITY_PERCENTILES, axis=2), 0, 2),  # (B, C, 7)
     ]
     return np.concatenate(parts, axis=2).reshape(len(flat), -1)  # (B, C * 9)
-
-
-@dataclass(frozen=True)
-class LogisticProbe:
-    mean: np.ndarray  # (F,) feature means of the training images (standardisation)
-    scale: np.ndarray  # (F,) feature sds of the training images, 1 where a feature is constant
-    weights: np.ndarray  # (F, K) coefficients on standardised features
-    bias: np.ndarray  # (K,) intercepts
-
-
-def fit_logistic(features, labels, n_classes: int, *, l2: float = 1e-2) -> LogisticProbe:
-    """Multinomial logistic regression with an L2 penalty, fitted by L-BFGS.
-
-    Parameters
-    ----------
-    features : (N, F) ndarray of float
-    labels : (N,) ndarray of int in 0..n_classes-1
-    n_classes : int >= 2
-    l2 : penalty on the squared weights (not the intercepts), per image
-    """
-    features = np.asarray(features, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    if features.ndim != 2 or len(features) != len(labels) or len(labels) == 0:
-        raise ValueError(
-            f"need (N, F) features and (N,) labels, got {features.shape}, {labels.shape}"
-        )
-    mean, scale = features.mean(0), features.std(0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    z = (features - mean) / scale  # (N, F)
-    onehot = np.eye(n_classes)[labels]  # (N, K)
-    n_features = z.shape[1]
-
-    def loss_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
-        weights = params[: n_features * n_classes].reshape(n_features, n_classes)
-        logits = z @ weights + params[n_features * n_classes :]  # (N, K)
-        log_probs = logits - special.logsumexp(logits, axis=1, keepdims=True)
-        loss = -np.mean(np.sum(onehot * log_probs, axis=1)) + l2 * np.sum(weights**2)
-        error = (np.exp(log_probs) - onehot) / len(labels)  # (N, K)
-        grad_w = z.T @ error + 2 * l2 * weights  # (F, K)
-        return loss, np.concatenate([grad_w.ravel(), error.sum(0)])
-
-    start = np.zeros(n_features * n_classes + n_classes)
-    fit = optimize.minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B")
-    weights = fit.x[: n_features * n_classes].reshape(n_features, n_classes)
-    return LogisticProbe(mean, scale, weights, fit.x[n_features * n_classes :])
-
-
-def predict_logistic(probe: LogisticProbe, features) -> np.ndarray:
-    """(N, F) features -> (N, K) class probabilities of a fitted `LogisticProbe`."""
-    z = (np.asarray(features, dtype=np.float64) - probe.mean) / probe.scale  # (N, F)
-    return softmax(z @ probe.weights + probe.bias)
 
 
 def confound_flagged(

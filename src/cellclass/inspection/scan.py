@@ -113,6 +113,7 @@ def _pixel_digest(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+# own DCT hash: one batched dctn over the 8 dihedral views; imagehash hashes one PIL image each
 def _hash_bits(image: np.ndarray) -> np.ndarray:
     """Perceptual hashes of the 8 rotations/mirror images -> (8, 255) bool, TRANSFORMS order."""
     gray = np.nan_to_num(image.astype(np.float32).mean(axis=2, keepdims=True))  # (H, W, 1)

@@ -30,6 +30,7 @@ def softmax(logits: ArrayLike, *, temperature: float = 1.0) -> np.ndarray:
     return special.softmax(scaled, axis=-1)  # subtracts the row max before exp
 
 
+# own code: sklearn's calibration_curve is binary-only and drops empty bins; the ECE needs all
 def reliability_bins(probs: ArrayLike, y_true: ArrayLike, *, n_bins: int = 15) -> dict:
     """Group images into equal-width bins over [0, 1] of confidence (max probability).
 

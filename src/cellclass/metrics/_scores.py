@@ -15,6 +15,7 @@ input checks in `cellclass.metrics._inputs`.
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
+from sklearn import metrics as sklearn_metrics
 
 from cellclass.metrics._calibration import (
     expected_calibration_error,
@@ -103,8 +104,8 @@ def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 
 
 def _confusion(a: np.ndarray, b: np.ndarray, n_classes: int) -> np.ndarray:
-    counts = np.bincount(a * n_classes + b, minlength=n_classes * n_classes)
-    return counts.reshape(n_classes, n_classes).astype(np.int64)
+    labels = np.arange(n_classes)
+    return sklearn_metrics.confusion_matrix(a, b, labels=labels).astype(np.int64)
 
 
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> np.ndarray:
@@ -165,11 +166,10 @@ def wilson_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, floa
     """
     if int(k) != k or int(n) != n or n < 1 or not 0 <= k <= n:
         raise ValueError(f"need integers 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    z = stats.norm.ppf(0.5 + _level(level) / 2)
-    share, denominator = k / n, 1 + z**2 / n
-    center = (share + z**2 / (2 * n)) / denominator
-    half = z * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2)) / denominator
-    return float(max(0.0, center - half)), float(min(1.0, center + half))
+    interval = stats.binomtest(int(k), int(n)).proportion_ci(
+        confidence_level=_level(level), method="wilson"
+    )
+    return float(interval.low), float(interval.high)
 
 
 def mean_interval(values: ArrayLike, *, level: float = 0.95) -> tuple[float, float, float]:
@@ -255,10 +255,9 @@ def cohen_kappa(labels_a: ArrayLike, labels_b: ArrayLike, n_classes: int | None 
     n_classes = int(max(a.max(), b.max())) + 1 if n_classes is None else n_classes
     a, b = _label_pair(a, b, n_classes, names=names)
     table = _confusion(a, b, n_classes) / a.size  # (K, K) joint proportions
-    observed, expected = np.trace(table), table.sum(axis=1) @ table.sum(axis=0)
-    if expected == 1.0:
+    if table.sum(axis=1) @ table.sum(axis=0) == 1.0:  # one class only: chance agreement is 1
         return float("nan")
-    return float((observed - expected) / (1.0 - expected))
+    return float(sklearn_metrics.cohen_kappa_score(a, b, labels=np.arange(n_classes)))
 
 
 def bootstrap_difference(

@@ -15,7 +15,7 @@ Features per channel, in the order of `feature_names`:
   energy and correlation at each of ``glcm_distances``.
 
 The classifier is a multinomial logistic regression with an L2 penalty on standardised
-features (`cellclass.explain.probes.fit_logistic`, L-BFGS).
+features (`cellclass.models.logistic`: scikit-learn's LogisticRegression).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.feature import graycomatrix, graycoprops
 
-from cellclass.explain.probes import fit_logistic
 from cellclass.metrics import softmax
+from cellclass.models.logistic import fit_logistic
 
 __all__ = [
     "BaselineSettings",
