@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,27 @@ def make_class_tree(
             image[y : y + size // 2, x : x + size // 2] += 150
             write_png(root / name / f"{name}_{i + offset:03d}.png", image)
     return root
+
+
+IN_CI = os.environ.get("CI") == "true"  # CI installs Chromium, Ray and the export extras
+
+
+def require(available: bool, what: str, *, module_level: bool = False) -> None:
+    """Skip a test whose optional tool is missing here; under CI, which installs every one of
+    them, fail instead, so a broken install cannot pass as skipped tests."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is missing under CI, which installs it", pytrace=False)
+    pytest.skip(what, allow_module_level=module_level)
+
+
+def import_or_require(name: str, what: str, *, module_level: bool = False):
+    """`pytest.importorskip`, but a failure under CI (see `require`)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        require(False, what, module_level=module_level)
 
 
 # Debian's Chromium, as the browser tests launch it: no sandbox (root), nothing fetched.

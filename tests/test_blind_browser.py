@@ -11,23 +11,23 @@ import re
 import threading
 from pathlib import Path
 
-import pytest
-
 from cellclass import cli
 from cellclass.blind.app import create_app
 from cellclass.blind.server import start_server
 from cellclass.blind.store import open_store
 from cellclass.blind.testset import load_test
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS
+from .conftest import CHROMIUM, CHROMIUM_ARGS, import_or_require, require
 from .test_blind_store import CLASSES, write_blind_tree
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-if not CHROMIUM.is_file():
-    pytest.skip(
-        "Debian's chromium is not installed (/usr/bin/chromium): apt-get install chromium",
-        allow_module_level=True,
-    )
+playwright_api = import_or_require(
+    "playwright.sync_api", "Playwright (pip install -e '.[test]')", module_level=True
+)
+require(
+    CHROMIUM.is_file(),
+    "Debian's chromium (/usr/bin/chromium): apt-get install chromium",
+    module_level=True,
+)
 
 
 class _Server:

@@ -9,7 +9,7 @@ import pytest
 from cellclass.training import ExperimentError, ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
-from .conftest import make_class_tree
+from .conftest import import_or_require, make_class_tree
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def _dies_once(settings, job, data):
 
 
 def test_ray_gives_the_local_numbers_and_retries_a_killed_worker(settings, tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
+    ray = import_or_require("ray", "Ray (pip install -e '.[ray]')")
     import cellclass.training.executors as executors
 
     local = run_experiment(settings)
@@ -107,7 +107,7 @@ def test_ray_gives_the_local_numbers_and_retries_a_killed_worker(settings, tmp_p
 
 
 def test_ray_refuses_gpu_shares_on_a_cluster_without_gpus(settings, tmp_path):
-    ray = pytest.importorskip("ray")
+    ray = import_or_require("ray", "Ray (pip install -e '.[ray]')")
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:
         with pytest.raises(ValueError, match="--gpus-per-run 0.25: the Ray cluster has 0 GPU"):

@@ -11,7 +11,7 @@ from PIL import Image
 from cellclass import results
 from cellclass.report import build as report
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, make_class_tree
+from .conftest import CHROMIUM, CHROMIUM_ARGS, import_or_require, make_class_tree, require
 
 
 # ---------------------------------------------------------------- a fake results folder
@@ -360,9 +360,8 @@ def test_panel_images_are_drawn_deterministically_with_classes_taking_turns():
 
 
 def test_report_opens_in_chromium_with_every_image_loaded(rich_report):
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); CI installs it")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    require(CHROMIUM.is_file(), f"{CHROMIUM} (apt-get install chromium)")
+    sync_api = import_or_require("playwright.sync_api", "Playwright (pip install -e '.[test]')")
     errors, requests = [], []
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
