@@ -271,3 +271,24 @@ def test_chance_lines_follow_each_test_set():
     same = Figure().add_subplot()
     draw_reference_lines(same, ["a", "b"], 0.5, {})
     assert [list(line.get_ydata()) for line in same.get_lines()] == [[0.5, 0.5]]  # one axhline
+
+
+def test_one_diverging_loss_does_not_flatten_the_other_curves():
+    from cellclass.figures.plots import draw_training_curves
+
+    rows = [
+        {"run": run, "model": "m", "epoch": epoch, "split": split, "loss": 0.7 - 0.05 * epoch}
+        for run in range(3)
+        for epoch in range(1, 10)
+        for split in ("train", "val")
+    ]
+    rows[5]["loss"] = 11.0  # one run blew up once
+    figure = draw_training_curves(rows, metric="loss", rng=np.random.default_rng(0))
+    low, high = figure.axes[0].get_ylim()
+    assert high < 1.0  # the typical losses fill the panel; the outlier is cut
+    calm = draw_training_curves(
+        [dict(r, loss=0.5) if r["loss"] > 5 else r for r in rows],
+        metric="loss",
+        rng=np.random.default_rng(0),
+    )
+    assert calm.axes[0].get_ylim()[1] < 1.0

@@ -171,3 +171,29 @@ def test_evaluate_sees_each_run_as_it_was_trained(tmp_path):
         assert float(again[model]["loss"]) == pytest.approx(float(before[model]["loss"]), rel=1e-4)
         for column in ("seed", "epoch", "collapsed"):  # one row builder for train and evaluate
             assert str(again[model][column]) == before[model][column], column
+
+
+def test_predict_never_averages_across_recipes(tmp_path, capsys):
+    """A folder with two recipes: predict asks which one, and uses only that one's runs."""
+    from cellclass.cli import main
+    from cellclass.predict import predict_paths
+
+    settings = _tiny_experiment(
+        tmp_path,
+        runs=1,
+        val_split=0.25,
+        recipes=(replace(REFERENCE, epochs=1), replace(STRONG, epochs=1, tta=False)),
+    )
+    out = run_experiment(settings)
+    images = [dict(settings.tests)["t"]]
+    with pytest.raises(ValueError, match="2 models .*badger, strong.*model="):
+        predict_paths(out, images)
+    rows = predict_paths(out, images, model="strong")
+    saved = {r["path"]: r for r in _rows(out / "predictions.csv") if r["model"] == "strong"}
+    for row in rows:  # one run of strong: its own probabilities, untouched by the reference
+        assert row["n_runs"] == 1
+        assert row["p_Treated"] == pytest.approx(float(saved[row["path"]]["p_Treated"]), abs=1e-5)
+    assert main(["predict", str(out), *images, "--model", "nope"]) == 2
+    assert "no model nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # abbreviations are mistakes, not options
+        main(["predict", str(out), *images, "--mod", "strong"])

@@ -447,3 +447,16 @@ def test_study_report_states_each_datasets_finding_first(tmp_path):
     assert re.findall(r'<img src="([^"]+)"', html) and all(
         src.startswith("data:image/png;base64,") for src in re.findall(r'<img src="([^"]+)"', html)
     )
+
+
+def test_prediction_panels_show_the_run_of_median_accuracy():
+    """Not run 0: a model whose first run happens to be its only good one looks right."""
+    from cellclass.report.build import median_run
+
+    runs = [
+        {"run": k, "model": "m", "dataset": "t", "accuracy": a, "control": 0}
+        for k, a in enumerate((0.95, 0.5, 0.7, 0.55))
+    ] + [{"run": 9, "model": "m", "dataset": "t", "accuracy": 0.6, "control": 1}]
+    assert median_run(runs, "m", "t", [0, 1, 2, 3]) == 3  # 0.55: the lower middle of four
+    assert median_run(runs, "m", "t", [0, 1, 2]) == 2  # 0.7
+    assert median_run(runs, "m", "other", [4, 5]) == 4  # no scores: the first run

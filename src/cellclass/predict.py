@@ -48,8 +48,11 @@ class SavedRun:
         return bool(self.meta.get("recipe", {}).get("tta", False))
 
 
-def load_runs(run_dir: str | Path, *, run: int | None = None) -> list[SavedRun]:
-    """Every saved run of a results folder (or only run ``run``), sorted by run number."""
+def load_runs(
+    run_dir: str | Path, *, run: int | None = None, model: str | None = None
+) -> list[SavedRun]:
+    """Every saved run of a results folder (or only run ``run``, only model ``model``), sorted
+    by run number."""
     folder = Path(run_dir) / "models"
     paths = sorted(folder.glob("run-*.pt")) if folder.is_dir() else []
     if not paths:
@@ -57,22 +60,34 @@ def load_runs(run_dir: str | Path, *, run: int | None = None) -> list[SavedRun]:
     loaded = []
     for path in paths:
         checkpoint = results.load_checkpoint(path)
-        if run is not None and checkpoint["run"] != run:
+        if run not in (None, checkpoint["run"]) or model not in (None, checkpoint["model"]):
             continue
         if checkpoint.get("architecture") == "features":
             continue  # classical baseline: scored in the experiment, not used for prediction
-        model = build_model(
+        network = build_model(
             checkpoint.get("architecture", checkpoint["model"]),
             in_channels=checkpoint["in_channels"],
             n_classes=len(checkpoint["class_names"]),
             image_size=checkpoint["image_size"],
         )
-        model.load_state_dict(checkpoint["state_dict"])
-        model.eval()
-        loaded.append(SavedRun(checkpoint["run"], checkpoint["model"], model, checkpoint))
+        network.load_state_dict(checkpoint["state_dict"])
+        network.eval()
+        loaded.append(SavedRun(checkpoint["run"], checkpoint["model"], network, checkpoint))
     if not loaded:
-        raise ExperimentError(f"{run_dir}: no run {run}; see {folder} for the saved runs")
+        wanted = " ".join(f"{k} {v}" for k, v in (("model", model), ("run", run)) if v is not None)
+        raise ExperimentError(f"{run_dir}: no {wanted}; see {folder} for the saved runs")
     return loaded
+
+
+def one_model(runs: list[SavedRun], run_dir) -> list[SavedRun]:
+    """``runs`` when they are all of one model; else a ValueError naming the models."""
+    models = sorted({saved.model_name for saved in runs})
+    if len(models) > 1:
+        raise ExperimentError(
+            f"{run_dir} holds runs of {len(models)} models ({', '.join(models)}); choose one "
+            "with model= (--model), so predictions are not averaged across recipes"
+        )
+    return runs
 
 
 def collect_images(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -103,6 +118,7 @@ def predict_paths(
     paths: list[str | Path],
     *,
     run: int | None = None,
+    model: str | None = None,
     skip_bad: bool = False,
     cache_dir: str | None = None,
 ) -> list[dict]:
@@ -111,9 +127,11 @@ def predict_paths(
     Returns one dict per image: path, predicted, confidence, agreement (fraction of runs whose
     own prediction equals the ensemble's), n_runs, and ``p_<class>`` averaged over the runs.
     Probabilities are temperature-calibrated when ``cellclass explain`` fitted temperatures on
-    the validation split (``calibration.json``).
+    the validation split (``calibration.json``). ``model`` picks the recipe whose runs vote; it
+    is required when the folder holds several (their runs are never averaged together), and
+    ``run`` one run of it.
     """
-    runs = load_runs(run_dir, run=run)
+    runs = one_model(load_runs(run_dir, run=run, model=model), run_dir)
     images, _ = collect_images(paths)
     meta = runs[0].meta
     prep = preprocessing_from_dict(meta["preprocessing"])

@@ -65,6 +65,7 @@ def _subparser_class(common: argparse.ArgumentParser):
     class Subparser(argparse.ArgumentParser):
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("parents", [common])
+            kwargs.setdefault("allow_abbrev", False)  # --epoch is a mistake, not --epochs
             super().__init__(*args, **kwargs)
 
     return Subparser
@@ -73,12 +74,13 @@ def _subparser_class(common: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellclass",
+        allow_abbrev=False,
         description="Can a neural network classify my microscopy images as well as I can, "
         "reproducibly?",
     )
     parser.add_argument("--version", action="version", version=f"cellclass {__version__}")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    common = argparse.ArgumentParser(add_help=False)  # --quiet also accepted after the command
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # --quiet after it too
     common.add_argument(
         "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
     )

@@ -223,6 +223,12 @@ def add_predict_parser(commands) -> None:
         "-o", "--output", default=None, help="write a CSV here (never overwritten)"
     )
     predict.add_argument("--run", type=int, default=None, help="use one run instead of all")
+    predict.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="the model (recipe) whose runs predict; needed when the folder holds several",
+    )
     predict.add_argument("--skip-bad-images", action="store_true")
     predict.add_argument("--cache-dir", default=None)
 
@@ -381,6 +387,7 @@ def cmd_predict(args) -> int:
         args.run_dir,
         args.paths,
         run=args.run,
+        model=args.model,
         skip_bad=args.skip_bad_images,
         cache_dir=args.cache_dir,
     )

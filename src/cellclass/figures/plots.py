@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from cellclass.figures.drawing import (
@@ -252,6 +253,18 @@ def training_curves(
     Path
         `out_path`.
     """
+    figure = draw_training_curves(epoch_rows, metric=metric, rng=rng, smooth=smooth)
+    return save_png(figure, out_path)
+
+
+def draw_training_curves(
+    epoch_rows: Sequence[dict],
+    *,
+    metric: str = "accuracy",
+    rng: np.random.Generator,
+    smooth: int = 3,
+) -> Figure:
+    """The figure of `training_curves`, not saved: for notebooks (``figure`` displays it)."""
     rows = [row for row in epoch_rows if np.isfinite(row.get(metric, np.nan))]
     if not rows:
         raise ValueError(f"no finite '{metric}' values to plot in epoch_rows")
@@ -272,12 +285,17 @@ def training_curves(
     for axes in panels[len(splits) :]:
         axes.set_visible(False)
     label_curve_axes(panels, n_cols, len(splits), metric)
+    if metric == "loss":  # one diverging run (loss ~10) would flatten every other curve
+        values = np.array([row[metric] for row in rows])
+        typical = float(np.percentile(values, 98))
+        if values.max() > 2 * typical:
+            panels[0].set_ylim(0, 1.15 * typical)  # shared y axis: every panel
     if len(models) > 1:
         for model in models:
             panels[0].plot([], [], color=colours[model], label=model)
         panels[0].legend(fontsize=8)
     figure.suptitle(f"{metric.capitalize()} per epoch (points: runs; line: mean ± sd)")
-    return save_png(figure, out_path)
+    return figure
 
 
 def confusion_figure(

@@ -208,7 +208,12 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
         if any(math.isfinite(row.get(metric, math.nan)) for row in epochs):
             name = f"curves-{metric}.png"
             path = figures.training_curves(epochs, out / name, metric=metric, rng=rng)
-            caption = "Train near 100 % while a test set stays low means memorisation."
+            caption = {
+                "accuracy": "Train near 100 % while a test set stays low means memorisation.",
+                "loss": "Training loss falling while a test set's loss rises means "
+                "memorisation; the scale is cut at the runs' typical values, so a diverging "
+                "run's outliers do not flatten the others.",
+            }[metric]
             entries.append(_figure(path, f"Training curves: {metric}", caption))
     controls = [
         dict(row, model=f"{row['model']} (shuffled labels)")
@@ -297,12 +302,12 @@ def _panel_figures(
                 [r["predicted"] for r in chosen],
                 [r["confidence"] for r in chosen],
                 out / f"{name}-{results.file_slug(label)}.png",
-                title=f"{title}: {label}, run {rows[0]['run']}",
+                title=f"{title}: {label}, run {rows[0]['run']} (median accuracy)",
             )
             entries.append(
                 _figure(
                     path,
-                    f"{title} (run {rows[0]['run']})",
+                    f"{title} (run {rows[0]['run']}, the run of median test accuracy)",
                     "Green: right; red: wrong; % = "
                     + (
                         f"calibrated confidence (temperature {temperature:.2f} fitted on the "
@@ -314,6 +319,20 @@ def _panel_figures(
                 )
             )
     return entries
+
+
+def median_run(runs: list[dict], model: str, dataset: str, candidates: list[int]) -> int:
+    """The run whose test accuracy is the median of the model's runs on ``dataset`` (the lower
+    middle one for an even count): the panels show a typical run, not the first or the best."""
+    scored = sorted(
+        (row["accuracy"], row["run"])
+        for row in runs
+        if (row["model"], row["dataset"]) == (model, dataset)
+        and not row["control"]
+        and row["run"] in candidates
+        and math.isfinite(row["accuracy"])
+    )
+    return scored[(len(scored) - 1) // 2][1] if scored else min(candidates)
 
 
 def _test_sections(
@@ -332,7 +351,7 @@ def _test_sections(
     for model, dataset in keys:
         label = f"{model} on {dataset}" if several_models else dataset
         group = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
-        first = min(r["run"] for r in group)
+        first = median_run(data.runs, model, dataset, [r["run"] for r in group])
         temperature = temperatures.get((first, model))
         shown = [r for r in group if r["run"] == first]
         if temperature is not None:
@@ -385,7 +404,7 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     explain = _explain(run_dir)
     _place_beside_panels(sections, explain)
     context = {
-        "name": run_dir.name,
+        "name": run_dir.resolve().name,  # "cellclass report ." names the folder
         "config": data.config,
         "warnings": find_warnings(data.runs, data.epochs, data.config),
         "summary": summary_rows(data.runs),
