@@ -318,7 +318,7 @@ def test_report_puts_attribution_maps_beside_the_prediction_panels(tiny_results,
     explain_run(run_dir, settings=FAST)
     html = write_report(run_dir).read_text()
     section = html.index("Test set: t1")
-    panels = html.index("<b>Predictions (run 0).</b>", section)
+    panels = html.index("<b>Predictions (run ", section)  # the run of median accuracy
     attribution = html.index("<b>Attribution maps: t1.</b>", section)
     confusion = html.index("<b>Confusion matrix.</b>", section)
     assert section < panels < attribution < confusion

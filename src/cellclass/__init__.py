@@ -1,5 +1,9 @@
 """cellclass: can a neural network classify my microscopy images as well as I can, reproducibly?
 
+In a notebook: ``study = cellclass.train(TRAIN_DIR, out=..., tests={...}, runs=12)`` or
+``cellclass.load(RUN_DIR)`` give a `cellclass.study.Study` (tables as pandas DataFrames,
+figures inline, ``predict``, ``report``).
+
 Everything the ``cellclass`` command does is a plain call (modules are imported on use, so
 ``import cellclass`` stays light):
 
@@ -23,4 +27,16 @@ blind (5) < report (6) < demo, cli.
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["Study", "__version__", "load", "run_study", "train"]
+
+_NOTEBOOK_API = ("Study", "load", "run_study", "train")  # from cellclass.study, on first use
+
+
+def __getattr__(name: str):
+    """``cellclass.train(...)``, ``cellclass.load(...)``: imported on first use, so that
+    ``import cellclass`` (and the command line's start) stays light."""
+    if name in _NOTEBOOK_API:
+        import importlib
+
+        return getattr(importlib.import_module("cellclass.study"), name)
+    raise AttributeError(f"module 'cellclass' has no attribute {name!r}")

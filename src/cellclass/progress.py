@@ -6,6 +6,7 @@ a notebook can subclass it with widgets or leave it silent.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 
@@ -30,3 +31,12 @@ class Observer:
 
     def run_finished(self, run: int, rows: list[dict]) -> None:
         """A run was written to the results folder; ``rows`` are its runs.csv rows."""
+
+
+class WarningObserver(Observer):
+    """Silent progress, but every "warning: ..." message raised as a Python `UserWarning`:
+    what notebooks use, so leakage, missing classes and skipped images are never lost."""
+
+    def message(self, text: str) -> None:
+        if text.lower().startswith("warning:"):
+            warnings.warn(text.split(":", 1)[1].strip(), UserWarning, stacklevel=3)

@@ -191,6 +191,21 @@ def accuracy_boxplot(
     Path
         `out_path`.
     """
+    figure = draw_accuracy_boxplot(
+        run_rows, chance=chance, expert=expert, rng=rng, include_control=include_control
+    )
+    return save_png(figure, out_path)
+
+
+def draw_accuracy_boxplot(
+    run_rows: Sequence[dict],
+    *,
+    chance: float | Mapping[str, float],
+    expert: dict[str, float] | None = None,
+    rng: np.random.Generator,
+    include_control: bool = False,
+) -> Figure:
+    """The figure of `accuracy_boxplot`, not saved: for notebooks (``figure`` displays it)."""
     groups = group_values(run_rows, "accuracy", include_control=include_control)
     if not groups:
         raise ValueError("no test accuracies to plot: run_rows has no test-set rows")
@@ -220,7 +235,7 @@ def accuracy_boxplot(
         axes.plot([], [], "s", color=colour, label=label)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     axes.set_title(f"Test accuracy per run ({run_label(groups)})")
-    return save_png(figure, out_path)
+    return figure
 
 
 def training_curves(
