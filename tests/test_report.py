@@ -371,7 +371,14 @@ def test_report_opens_in_chromium_with_every_image_loaded(rich_report):
         page.on("request", lambda request: requests.append(request.url))
         page.goto(rich_report.as_uri(), wait_until="load")
         widths = page.eval_on_selector_all("img", "images => images.map(i => i.naturalWidth)")
+        first = page.eval_on_selector("section", "s => s.id")  # the answer comes first ...
+        answer = page.inner_text("#answer")
+        boxplot_top = page.eval_on_selector("#answer img", "i => i.getBoundingClientRect().top")
+        table = page.inner_text("#summary table")
         browser.close()
+    assert first == "answer" and "chance" in answer and boxplot_top < 1500  # ... with the plot
+    for chance in re.findall(r"chance (\d+)%", answer):  # the same chance as the summary table
+        assert f"{chance}.0 %" in table
     assert len(widths) == 4 + 2 * 2 * 4 and min(widths) > 0
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
@@ -402,7 +409,8 @@ def test_study_report_states_each_datasets_finding_first(tmp_path):
     own chance, the collapsed runs named, and a link to the dataset's full report."""
     from dataclasses import replace
 
-    from cellclass.report.study import study_findings, write_study_report
+    from cellclass.report.findings import study_findings
+    from cellclass.report.study import write_study_report
     from cellclass.training import ExperimentSettings, run_experiment
     from cellclass.training.recipes import REFERENCE
 

@@ -28,7 +28,7 @@ from cellclass.predict import predict_paths
 from cellclass.progress import Observer, WarningObserver
 from cellclass.report import write_report, write_study_report
 from cellclass.report.build import read_results
-from cellclass.report.study import Finding, study_findings
+from cellclass.report.findings import Finding, study_findings
 from cellclass.summary import model_comparisons, summary_table
 from cellclass.synthetic.folders import DemoData
 from cellclass.training import ExperimentSettings, run_experiment

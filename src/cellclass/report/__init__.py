@@ -4,7 +4,8 @@ and rendering in `html`), several experiments of one study (`study`); templates 
 """
 
 from cellclass.report.build import preview_folder, read_results, write_preview, write_report
-from cellclass.report.study import study_findings, write_study_report
+from cellclass.report.findings import study_findings
+from cellclass.report.study import write_study_report
 
 __all__ = [
     "preview_folder",

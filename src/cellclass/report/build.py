@@ -34,6 +34,7 @@ from cellclass.data.cache import (
 from cellclass.data.folders import FolderError, FolderIndex, scan_folder
 from cellclass.explain.probes import load_temperatures
 from cellclass.figures import plots as figures
+from cellclass.report.findings import comparison_sentences, study_findings
 from cellclass.report.html import _data_table, _ensembles, _flatten, _human_comparisons, _render
 from cellclass.report.sections import (
     _explain,
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 N_PANEL = 16  # images per prediction panel
+BOXPLOT_TITLE = "Test accuracy over runs"
 
 _TEXT_COLUMNS = ("model", "dataset", "split", "path", "true", "predicted")
 _INT_COLUMNS = ("run", "seed", "epoch", "n_images", "control", "collapsed")
@@ -202,7 +204,7 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
         parts += _collapse_notes(data.runs)
         caption = "; ".join(parts)
         caption = caption[0].upper() + caption[1:] + "."  # capitalize() would lower the names
-        entries.append(_figure(path, "Test accuracy over runs", caption))
+        entries.append(_figure(path, BOXPLOT_TITLE, caption))
     epochs = [row for row in data.epochs if not row["control"]]  # control runs: chance only
     for metric in ("accuracy", "loss"):
         if any(math.isfinite(row.get(metric, math.nan)) for row in epochs):
@@ -321,6 +323,31 @@ def _panel_figures(
     return entries
 
 
+def _answer(run_dir: Path, data: Results) -> dict:
+    """The report's first section: each model's finding per test set, the comparisons of
+    models, and the expert's score or the commands that add it."""
+    findings = [f for f in study_findings({run_dir.name: run_dir}) if f.n]
+    expert = data.config.get("expert") or {}
+    tests = list((data.config.get("tests") or {}).keys())
+    hint = ""
+    if tests and not expert:
+        name = tests[0]
+        folder = data.config["tests"][name].get("path", "TEST_DIR")
+        hint = (
+            f"cellclass blind serve {folder} --db scores.sqlite --scorer YOU --run {run_dir}; "
+            f"then cellclass compare {run_dir} --human scores.sqlite --test {name}"
+        )
+    return {
+        "findings": findings,
+        "comparisons": comparison_sentences(run_dir),
+        "expert": [
+            f"The expert scored {value:.1%} on {name} (blinded, same images)."
+            for name, value in expert.items()
+        ],
+        "hint": hint,
+    }
+
+
 def median_run(runs: list[dict], model: str, dataset: str, candidates: list[int]) -> int:
     """The run whose test accuracy is the median of the model's runs on ``dataset`` (the lower
     middle one for an even count): the panels show a typical run, not the first or the best."""
@@ -403,16 +430,19 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     sections = _test_sections(data, out, rng, notes, temperatures)
     explain = _explain(run_dir)
     _place_beside_panels(sections, explain)
+    overview = _overview_figures(data, out, rng)
     context = {
         "name": run_dir.resolve().name,  # "cellclass report ." names the folder
         "config": data.config,
         "warnings": find_warnings(data.runs, data.epochs, data.config),
+        "answer": _answer(run_dir, data),
         "summary": summary_rows(data.runs),
         "chance": chance_levels(data.config),
         "normalization": _normalization_rows(data.config),
         "expert": data.config.get("expert") or {},
         "preview": _preview_figure(data, out, rng, notes),
-        "overview": _overview_figures(data, out, rng),
+        "overview": overview,
+        "has_boxplot": bool(overview) and overview[0]["title"] == BOXPLOT_TITLE,
         "sections": sections,
         "notes": notes,
         "data": _data_table(data.config),
