@@ -142,6 +142,8 @@ def test_each_recipe_trains_with_its_own_normalisation_unless_the_user_chooses(t
     assert modes == {"badger": "bitdepth", "strong": "dataset"}
     assert config["normalization"]["badger"]["high"] == [255.0]  # the study's /255
     assert config["normalization"]["strong"]["high"] != [255.0]  # training percentiles
+    assert config["precision"]["badger"] == "fp32"  # the faithful recipe never autocasts
+    assert config["precision"]["strong"] in ("fp32", "bf16 autocast (training)")  # by machine
     html = write_report(out).read_text()  # the report states each model's scaling
     assert "<td>badger</td><td>bitdepth</td><td>0</td><td>255</td>" in html
     assert "<td>strong</td><td>dataset</td>" in html

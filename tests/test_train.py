@@ -55,12 +55,18 @@ def test_reference_keeps_a_constant_learning_rate():
         scheduler.step()
 
 
-def test_precision_choice():
+def test_precision_choice(monkeypatch):
+    import cellclass.training.train as train_module
+
     cpu = torch.device("cpu")
-    assert autocast_dtype("auto", cpu) is None
-    assert autocast_dtype("fp32", cpu) is None
-    assert autocast_dtype("bf16", cpu) is torch.bfloat16
-    with pytest.raises(ValueError, match="--precision"):
+    assert autocast_dtype("fp32", cpu, "compact") is None
+    assert autocast_dtype("bf16", cpu, "badger") is torch.bfloat16
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    assert autocast_dtype("auto", cpu, "compact") is torch.bfloat16  # measured: faster, same
+    assert autocast_dtype("auto", cpu, "badger") is None  # the faithful recipe stays fp32
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    assert autocast_dtype("auto", cpu, "compact") is None  # no bf16 units: emulated, slower
+    with pytest.raises(ValueError, match="precision 'fp8'"):
         autocast_dtype("fp8", cpu)
 
 

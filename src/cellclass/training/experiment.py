@@ -34,7 +34,7 @@ from cellclass.training.settings import (
     experiment_modes,
     normalization_mode,
 )
-from cellclass.training.train import resolve_device
+from cellclass.training.train import autocast_dtype, resolve_device
 
 RESUMABLE_CHANGES = (  # where and how fast runs are computed; anything else changes results
     "out",
@@ -159,9 +159,17 @@ def write_config(out: Path, settings, data: ExperimentData, *, leakage=()) -> No
         },
         "versions": results.software_versions(),
         "machine": results.machine_info(str(resolve_device(settings.device))),
+        "precision": {  # training autocast per recipe, as "auto" chose it on this machine
+            recipe.label: _precision_name(settings, recipe) for recipe in settings.recipes
+        },
         "leakage": list(leakage),
     }
     results.write_json(out / results.CONFIG_FILE, config)
+
+
+def _precision_name(settings: ExperimentSettings, recipe: Recipe) -> str:
+    dtype = autocast_dtype(settings.precision, resolve_device(settings.device), recipe.model)
+    return "bf16 autocast (training)" if dtype is not None else "fp32"
 
 
 def run_experiment(
