@@ -232,3 +232,11 @@ def test_a_constant_output_run_is_flagged_collapsed_and_counted(tmp_path, capsys
     )
     rows = _table(run_experiment(learned) / "runs.csv")
     assert float(rows[0]["accuracy"]) > 0.9 and int(rows[0]["collapsed"]) == 0
+
+
+def test_the_cache_folder_is_recorded_absolute(tmp_path, class_tree, monkeypatch):
+    """A relative cache path would make `cellclass report` run elsewhere build a stray cache."""
+    monkeypatch.chdir(tmp_path)
+    out = run_experiment(_settings(tmp_path, class_tree, runs=1, cache_dir="rel-cache"))
+    saved = results.read_json(out / "config.json")["settings"]["cache_dir"]
+    assert saved == str(tmp_path / "rel-cache") and (tmp_path / "rel-cache").is_dir()

@@ -47,6 +47,7 @@ RESUMABLE_CHANGES = (  # where and how fast runs are computed; anything else cha
     "cpus_per_run",
     "gpus_per_run",
     "test_every",
+    "cache_dir",
 )
 
 
@@ -184,6 +185,8 @@ def run_experiment(
     """
     observer = observer or Observer()
     check_settings(settings)
+    if settings.cache_dir:  # stored absolute: `report` run from elsewhere finds the same cache
+        settings = replace(settings, cache_dir=str(Path(settings.cache_dir).expanduser().resolve()))
     out = Path(settings.out).expanduser().resolve()
     _check_output(out, settings, resume)
     data = prepare_data(settings, observer)
