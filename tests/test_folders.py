@@ -110,3 +110,15 @@ def test_paths_are_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     index = scan_folder("d")
     assert all(Path(p).is_absolute() for p in index.paths)
+
+
+def test_the_parent_of_train_and_test_folders_is_refused(tmp_path):
+    """`cellclass train data/` would otherwise train on the classes train, test-a, test-b."""
+    for part in ("train", "test-a"):
+        make_class_tree(tmp_path / "data" / part, {"Control": 2, "Treated": 2})
+    with pytest.raises(FolderError, match="parent of class-folder trees.*Control, Treated"):
+        scan_folder(tmp_path / "data")
+    nested = tmp_path / "nested"  # class folders with sub-folders of their own names are fine
+    make_class_tree(nested / "Control", {"day1": 2}, offset=0)
+    make_class_tree(nested / "Treated", {"day2": 2}, offset=0)
+    assert scan_folder(nested).class_names == ("Control", "Treated")

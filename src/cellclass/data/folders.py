@@ -122,6 +122,7 @@ def scan_folder(
             f"{root}: no class subfolders found; put the images of each class in their own "
             "subfolder, e.g. {root}/Control/ and {root}/Treated/"
         )
+    _refuse_parent_of_class_trees(root, class_dirs)
     found_names = tuple(p.name for p in class_dirs)
     class_map = _resolve_class_map(root, found_names, class_names)
     grouper = _make_grouper(root, group_by)
@@ -140,6 +141,25 @@ def scan_folder(
     samples.sort(key=lambda s: (s.label, str(s.path)))
     missing = tuple(name for name in class_map if name not in found_names)
     return FolderIndex(root, class_map, tuple(samples), tuple(ignored), tuple(non_images), missing)
+
+
+def _refuse_parent_of_class_trees(root: Path, class_dirs: list[Path]) -> None:
+    """``train data/`` instead of ``train data/train``: every "class" folder holds only
+    subfolders, and the same subfolder names recur in several of them (Control/, ...)."""
+    inner: dict[str, int] = {}
+    for class_dir in class_dirs:
+        children = [p for p in class_dir.iterdir() if not is_hidden(p)]
+        if not children or any(p.is_file() for p in children):
+            return
+        for name in {p.name for p in children if p.is_dir()}:
+            inner[name] = inner.get(name, 0) + 1
+    shared = sorted(name for name, count in inner.items() if count > 1)
+    if len(class_dirs) > 1 and shared:
+        raise FolderError(
+            f"{root} looks like the parent of class-folder trees: "
+            f"{', '.join(p.name + '/' for p in class_dirs)} each hold class folders "
+            f"({', '.join(shared)}); pass one of them, e.g. {class_dirs[0]}"
+        )
 
 
 def _resolve_class_map(
