@@ -71,10 +71,14 @@ def test_precision_choice(monkeypatch):
 
 
 def test_bf16_training_runs_and_learns():
+    """bf16 really changes the arithmetic (not silently ignored), and the run still learns."""
     train, val = _splits()
-    recipe = replace(REFERENCE, epochs=4, batch_size=10)
+    recipe = replace(STRONG, epochs=6, batch_size=10, tta=False, select="last")
     result = train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=0, precision="bf16")
+    plain = train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=0, precision="fp32")
     assert all(np.isfinite(r.loss) for r in result.epochs)
+    assert [r.loss for r in result.epochs] != [r.loss for r in plain.epochs]
+    assert result.final["val"].accuracy >= 0.8
 
 
 def test_best_checkpoint_keeps_the_best_validation_epoch():
