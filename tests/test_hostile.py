@@ -22,6 +22,7 @@ from cellclass import cli, results
 from cellclass.cli import main
 from cellclass.data.folders import read_manifest_groups
 from cellclass.figures.plots import confusion_figure, preview_grid
+from cellclass.progress import Observer
 from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
@@ -127,6 +128,53 @@ def test_an_experiment_with_a_baseline_saves_checkpoints_predict_can_open(tmp_pa
     for path in saved:  # the strictest loader reads every file the experiment wrote
         torch.load(path, map_location="cpu", weights_only=True)
     assert _predict(out, train / "Control", tmp_path) == 0
+
+
+# ---------------------------------------------------------------- resume
+def _experiment(tmp_path: Path, train: Path, **changes) -> ExperimentSettings:
+    """A tiny experiment (16 px, one epoch per run) on ``train``, tested on tmp_path/test,
+    results in tmp_path/run."""
+    test = tmp_path / "test"
+    if not test.exists():
+        make_class_tree(test, {"Control": 4, "Treated": 4}, seed=3)
+    settings = ExperimentSettings(
+        train_dir=str(train),
+        out=str(tmp_path / "run"),
+        tests=(("t", str(test)),),
+        runs=2,
+        image_size=16,
+        cache_dir=str(tmp_path / "cache"),
+        recipes=(replace(REFERENCE, epochs=1, batch_size=8),),
+    )
+    return replace(settings, **changes)
+
+
+class _Messages(Observer):
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_resume_trains_again_a_run_whose_checkpoint_is_damaged(tmp_path: Path, damage: str):
+    """Issue 17, point 13: a 0-byte checkpoint counted as a finished run."""
+    train = make_class_tree(tmp_path / "train", {"Control": 8, "Treated": 8})
+    settings = _experiment(tmp_path, train)
+    out = Path(run_experiment(settings))
+    runs_before = results.read_table(out / results.RUNS_FILE)
+    damaged = out / "models" / "run-01.pt"
+    damaged.write_bytes(b"" if damage == "empty" else damaged.read_bytes()[:-300])
+    observer = _Messages()
+    run_experiment(settings, resume=True, observer=observer)
+    assert results.load_checkpoint(damaged)["run"] == 1  # trained again, loadable
+    assert any(str(damaged) in m and "trained again" in m for m in observer.lines)
+    runs = results.read_table(out / results.RUNS_FILE)
+    assert [(r["run"], r["seed"]) for r in runs] == [(0, 0), (1, 1)]  # its old rows dropped
+    assert runs[0] == runs_before[0]
+    epochs = results.read_table(out / results.EPOCHS_FILE)
+    assert sorted(r["run"] for r in epochs if r["split"] == "train") == [0, 1]
 
 
 # ---------------------------------------------------------------- error messages

@@ -12,8 +12,8 @@
 ``control`` is 1 for runs trained on shuffled labels (``--control-runs``), else 0.
 
 Every write is atomic (temporary file + rename). A run counts as finished when its checkpoint
-exists; rows of unfinished runs are dropped when an experiment resumes, so the tables never
-hold half a run.
+loads (an empty or truncated file does not count); rows of unfinished runs are dropped when an
+experiment resumes, so the tables never hold half a run.
 """
 
 from __future__ import annotations
@@ -327,9 +327,9 @@ def machine_info(device: str) -> dict:
 
 
 def drop_unfinished(run_dir: Path, finished: set[tuple[int, str, int]]) -> None:
-    """Remove rows of runs whose checkpoint is missing (an interrupted run is redone).
+    """Remove rows of runs whose checkpoint is missing or unusable (such a run is redone).
 
-    finished : (run, model, control) of every run whose checkpoint exists.
+    finished : (run, model, control) of every run whose checkpoint loads.
     """
     for name, columns in (
         (RUNS_FILE, RUNS_COLUMNS),

@@ -26,7 +26,7 @@ from cellclass.training.baseline_runs import run_baseline_jobs
 from cellclass.training.executors import run_jobs
 from cellclass.training.jobs import ExperimentData, experiment_jobs
 from cellclass.training.recipes import Recipe
-from cellclass.training.records import checkpoint_for, jsonable
+from cellclass.training.records import finished_jobs, jsonable
 from cellclass.training.settings import (
     ExperimentError,
     ExperimentSettings,
@@ -195,7 +195,9 @@ def run_experiment(
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, settings, data, leakage=leakage)
     jobs = experiment_jobs(settings)
-    done = [job for job in jobs if checkpoint_for(out, job, settings).is_file()]
+    done, unusable = finished_jobs(out, jobs, settings)
+    for line in unusable:
+        observer.message(f"warning: {line}; that run is trained again")
     results.drop_unfinished(out, {(j.run, j.recipe.label, int(j.control)) for j in done})
     if done:
         observer.message(f"resuming: {len(done)} of {len(jobs)} runs already finished")

@@ -30,6 +30,28 @@ def checkpoint_for(out: Path, job: Job, settings: ExperimentSettings) -> Path:
     )
 
 
+def finished_jobs(out: Path, jobs: list[Job], settings) -> tuple[list[Job], list[str]]:
+    """The jobs whose run is finished: its checkpoint loads and holds that run (an empty,
+    truncated or foreign file does not count); and one line per checkpoint found unusable,
+    whose run is trained again."""
+    done, unusable = [], []
+    for job in jobs:
+        path = checkpoint_for(out, job, settings)
+        if not path.is_file():
+            continue
+        try:
+            saved = results.load_checkpoint(path)
+        except results.CheckpointError as error:
+            unusable.append(str(error))
+            continue
+        held = (saved.get("run"), saved.get("model"), bool(saved.get("control")))
+        if held != (job.run, job.recipe.label, job.control):
+            unusable.append(f"{path}: holds run {held[0]} of model {held[1]!r}, not this run")
+            continue
+        done.append(job)
+    return done, unusable
+
+
 def write_run(out: Path, job: Job, settings, result: RunResult, data: ExperimentData) -> list[dict]:
     """Append one finished run to the tables, then save its checkpoint (marks it done)."""
     train, tests = data.train, data.tests
