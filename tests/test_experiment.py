@@ -201,7 +201,7 @@ def test_test_every_is_recorded_and_thins_the_test_rows(tmp_path, class_tree):
     assert sorted({int(r["epoch"]) for r in rows if r["split"] == "t1"}) == [2, 3]
     assert sorted({int(r["epoch"]) for r in rows if r["split"] == "val"}) == [1, 2, 3]
     assert results.read_json(out / "config.json")["settings"]["test_every"] == 2
-    with pytest.raises(ExperimentError, match="--test-every 0"):
+    with pytest.raises(ExperimentError, match="test_every 0: use 1 or more"):
         run_experiment(_settings(tmp_path, class_tree, out=str(tmp_path / "x"), test_every=0))
 
 

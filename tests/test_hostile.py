@@ -23,7 +23,7 @@ from cellclass.cli import main
 from cellclass.data.folders import read_manifest_groups
 from cellclass.figures.plots import confusion_figure, preview_grid
 from cellclass.progress import Observer
-from cellclass.training import ExperimentSettings, run_experiment
+from cellclass.training import ExperimentError, ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
 from .conftest import make_class_tree
@@ -175,6 +175,84 @@ def test_resume_trains_again_a_run_whose_checkpoint_is_damaged(tmp_path: Path, d
     assert runs[0] == runs_before[0]
     epochs = results.read_table(out / results.EPOCHS_FILE)
     assert sorted(r["run"] for r in epochs if r["split"] == "train") == [0, 1]
+
+
+# ---------------------------------------------------------------- settings
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seed": -1}, "seed -1: use 0 or more"),
+        ({"runs": 0}, "runs 0: use 1 or more"),
+        ({"control_runs": -1}, "control_runs -1: use 0 or more"),
+        ({"image_size": 4}, "image_size 4: use 8 or more"),
+        ({"page": -1}, "page -1: use 0 or more"),
+        ({"train_sample": 0}, "train_sample 0: use 1 or more"),
+        ({"channels": (0, -1)}, "channels (0, -1): give 0-based channel indices"),
+        ({"channels": ()}, "channels (): give 0-based channel indices"),
+        ({"cpus_per_run": 0}, "cpus_per_run 0: use more than 0"),
+        ({"gpus_per_run": -0.5}, "gpus_per_run -0.5: use 0 or more"),
+        ({"val_split": float("nan")}, "val_split nan: use 0 <= x < 1"),
+        ({"group_by": "(field"}, "group_by '(field': not a regular expression"),
+        ({"recipes": (replace(REFERENCE, epochs=0),)}, "recipe 'badger': epochs and batch_size"),
+    ],
+)
+def test_every_setting_is_checked_before_anything_is_created(tmp_path, changes, message):
+    """Issue 17, point 10: a negative seed failed after config.json was written, and the
+    corrected rerun was then refused."""
+    train = make_class_tree(tmp_path / "train", {"Control": 4, "Treated": 4})
+    with pytest.raises(ExperimentError) as raised:
+        run_experiment(_experiment(tmp_path, train, **changes))
+    assert str(raised.value).startswith(message)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_command_line_prints_a_bad_setting_in_one_line(tmp_path: Path, capsys):
+    train = make_class_tree(tmp_path / "train", {"Control": 4, "Treated": 4})
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["--quiet", "train", str(train), "--out", str(out), "--cache-dir", str(cache)]
+    assert main([*argv, "--seed", "-1"]) == 2
+    assert _one_error_line(capsys) == "cellclass: error: seed -1: use 0 or more"
+    assert not out.exists() and not cache.exists()
+
+
+@pytest.mark.parametrize("name", ["val", "train"])
+def test_a_test_set_named_like_the_training_curves_is_refused(tmp_path, capsys, name: str):
+    """Issue 17, point 11: ``--test val=...`` mixed test and validation curves."""
+    train = make_class_tree(tmp_path / "train", {"Control": 4, "Treated": 4})
+    test = make_class_tree(tmp_path / "other", {"Control": 2, "Treated": 2})
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["--quiet", "train", str(train), "--test", f"{name}={test}", "--out", str(out)]
+    assert main([*argv, "--cache-dir", str(cache)]) == 2
+    line = _one_error_line(capsys)
+    assert f"tests: '{name}'" in line and "another name" in line
+    assert not out.exists() and not cache.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "parameter", "inside"),
+    [
+        ("train/run", "out", "the training folder"),
+        ("train", "out", "the training folder"),
+        ("train/Control/run", "out", "the training folder"),
+        ("test/run", "out", "the folder of test set 't'"),
+        ("train/cache", "cache_dir", "the training folder"),
+    ],
+)
+def test_results_inside_an_image_folder_are_refused(tmp_path, capsys, where, parameter, inside):
+    """Issue 17, point 16: ``--out`` inside the training folder was accepted; the next
+    training read it as a class."""
+    train = make_class_tree(tmp_path / "train", {"Control": 4, "Treated": 4})
+    paths = {"out": tmp_path / "run", "cache_dir": tmp_path / "cache", parameter: tmp_path / where}
+    settings = _experiment(tmp_path, train, **{key: str(path) for key, path in paths.items()})
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ExperimentError) as raised:
+        run_experiment(settings)
+    assert str(raised.value).startswith(f"{parameter} {tmp_path / where}: inside {inside}")
+    assert sorted(tmp_path.rglob("*")) == before  # nothing created
+    train_option = ["--quiet", "train", str(train), "--out", str(tmp_path / "train" / "run")]
+    assert main(train_option) == 2
+    assert "inside the training folder" in _one_error_line(capsys)
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 # ---------------------------------------------------------------- error messages

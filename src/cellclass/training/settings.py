@@ -8,11 +8,14 @@ scaling each recipe trains with.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from numbers import Integral, Real
+from pathlib import Path
 
 from cellclass.data.images import NORMALIZATION_MODES
 from cellclass.models.baselines import BaselineSettings
-from cellclass.training.recipes import REFERENCE, Recipe
+from cellclass.training.recipes import REFERENCE, Recipe, check_recipe
 from cellclass.training.train import autocast_dtype, resolve_device
 
 EXECUTORS = ("local", "process", "ray")  # where runs are computed (cellclass.training.executors)
@@ -56,40 +59,150 @@ class ExperimentSettings:
     cache_dir: str | None = None  # decoded-pixel cache; None: the user cache folder
 
 
+RESERVED_TEST_NAMES = ("train", "val")  # epochs.csv's splits of the training folder
+MIN_IMAGE_SIZE = 8  # smaller images leave nothing for the convolutions to see
+
+
 def check_settings(settings: ExperimentSettings) -> None:
-    """Raise ExperimentError naming the first setting that cannot work."""
-    labels = [recipe.label for recipe in settings.recipes] + list(settings.baselines)
+    """Raise ExperimentError naming the first setting that cannot work.
+
+    Called before anything is created or decoded, so a typo never leaves a half-made results
+    folder behind. Messages name the parameter (``seed -1: use 0 or more``): the field of
+    `ExperimentSettings`, which the command line spells ``--seed``.
+    """
     problems = [
-        (
-            any(b != "features" for b in settings.baselines),
-            f"--baseline {', '.join(settings.baselines)}: the available baseline is 'features'",
-        ),
-        (not settings.recipes, "at least one recipe or model is needed"),
-        (len(set(labels)) != len(labels), f"two recipes share a name: {', '.join(labels)}"),
-        (
-            settings.normalize not in (None, *NORMALIZATION_MODES),
-            f"--normalize {settings.normalize!r}: choose one of {', '.join(NORMALIZATION_MODES)}",
-        ),
-        (not 0 <= settings.val_split < 1, f"--val-split {settings.val_split}: use 0 <= x < 1"),
-        (
-            any(r.select == "best" for r in settings.recipes) and settings.val_split == 0,
-            "a recipe keeps the best validation epoch but --val-split is 0",
-        ),
-        (
-            len({name for name, _ in settings.tests}) != len(settings.tests),
-            "two --test sets share a name",
-        ),
-        (
-            settings.executor not in EXECUTORS,
-            f"--executor {settings.executor!r}: choose one of {', '.join(EXECUTORS)}",
-        ),
-        (settings.jobs < 1, f"--jobs {settings.jobs}: use 1 or more"),
-        (settings.test_every < 1, f"--test-every {settings.test_every}: use 1 or more"),
+        *_count_problems(settings),
+        *_choice_problems(settings),
+        *_folder_problems(settings),
     ]
     for failed, message in problems:
         if failed:
             raise ExperimentError(message)
+    for recipe in settings.recipes:
+        try:
+            check_recipe(recipe)
+        except ValueError as error:
+            raise ExperimentError(str(error)) from None
     autocast_dtype(settings.precision, resolve_device(settings.device))
+
+
+def _whole(value, minimum: int) -> bool:
+    """``value`` is an integer (not a bool) of at least ``minimum``."""
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= minimum
+
+
+def _real(value, minimum: float, *, above: bool = False) -> bool:
+    """``value`` is a number (not a bool) of at least ``minimum`` (above it: more than)."""
+    if not isinstance(value, Real) or isinstance(value, bool) or value != value:  # NaN
+        return False
+    return value > minimum if above else value >= minimum
+
+
+def _count_problems(settings: ExperimentSettings) -> list[tuple[bool, str]]:
+    s = settings
+    return [
+        (not _whole(s.seed, 0), f"seed {s.seed!r}: use 0 or more"),
+        (not _whole(s.runs, 1), f"runs {s.runs!r}: use 1 or more"),
+        (not _whole(s.control_runs, 0), f"control_runs {s.control_runs!r}: use 0 or more"),
+        (
+            not _whole(s.image_size, MIN_IMAGE_SIZE),
+            f"image_size {s.image_size!r}: use {MIN_IMAGE_SIZE} or more (pixels a side)",
+        ),
+        (not _whole(s.page, 0), f"page {s.page!r}: use 0 or more (0 is the first page)"),
+        (
+            s.train_sample is not None and not _whole(s.train_sample, 1),
+            f"train_sample {s.train_sample!r}: use 1 or more, or None for every image",
+        ),
+        (
+            s.channels is not None
+            and (not s.channels or not all(_whole(c, 0) for c in s.channels)),
+            f"channels {s.channels!r}: give 0-based channel indices, e.g. (0,) or (2, 1, 0)",
+        ),
+        (not _whole(s.test_every, 1), f"test_every {s.test_every!r}: use 1 or more"),
+        (not _whole(s.jobs, 1), f"jobs {s.jobs!r}: use 1 or more"),
+        (
+            not _real(s.cpus_per_run, 0, above=True),
+            f"cpus_per_run {s.cpus_per_run!r}: use more than 0",
+        ),
+        (not _real(s.gpus_per_run, 0), f"gpus_per_run {s.gpus_per_run!r}: use 0 or more"),
+        (
+            not (_real(s.val_split, 0) and s.val_split < 1),
+            f"val_split {s.val_split!r}: use 0 <= x < 1",
+        ),
+    ]
+
+
+def _choice_problems(settings: ExperimentSettings) -> list[tuple[bool, str]]:
+    s = settings
+    labels = [recipe.label for recipe in s.recipes] + list(s.baselines)
+    names = [name for name, _ in s.tests]
+    group_by = _regex_problem(s.group_by)
+    return [
+        (
+            any(b != "features" for b in s.baselines),
+            f"baselines {', '.join(s.baselines)}: the available baseline is 'features'",
+        ),
+        (not s.recipes, "recipes: at least one recipe or model is needed"),
+        (len(set(labels)) != len(labels), f"two recipes share a name: {', '.join(labels)}"),
+        (
+            s.normalize not in (None, *NORMALIZATION_MODES),
+            f"normalize {s.normalize!r}: choose one of {', '.join(NORMALIZATION_MODES)}",
+        ),
+        (
+            any(r.select == "best" for r in s.recipes) and s.val_split == 0,
+            "a recipe keeps the best validation epoch but val_split is 0",
+        ),
+        (
+            s.executor not in EXECUTORS,
+            f"executor {s.executor!r}: choose one of {', '.join(EXECUTORS)}",
+        ),
+        (not all(names), "tests: every test set needs a name"),
+        (
+            bool(set(names) & set(RESERVED_TEST_NAMES)),
+            f"tests: {', '.join(sorted(set(names) & set(RESERVED_TEST_NAMES)))!r} names the "
+            f"training folder's own curves ({' and '.join(RESERVED_TEST_NAMES)}); "
+            "give the test set another name",
+        ),
+        (len(set(names)) != len(names), "tests: two test sets share a name"),
+        (bool(group_by), group_by),
+    ]
+
+
+def _regex_problem(pattern: str | None) -> str:
+    """Why ``pattern`` is not a usable regular expression; "" when it is (or is None)."""
+    if pattern is None:
+        return ""
+    try:
+        re.compile(pattern)
+    except (re.error, TypeError) as error:
+        return f"group_by {pattern!r}: not a regular expression ({error})"
+    return ""
+
+
+def _folder_problems(settings: ExperimentSettings) -> list[tuple[bool, str]]:
+    """The results folder and the cache must lie outside every image folder: the next scan
+    would read them as a class."""
+    folders = [("the training folder", settings.train_dir)]
+    folders += [(f"the folder of test set {name!r}", folder) for name, folder in settings.tests]
+    places = [("out", settings.out)]
+    if settings.cache_dir:
+        places.append(("cache_dir", settings.cache_dir))
+    return [
+        (
+            _inside(place, folder),
+            f"{parameter} {place}: inside {what} {folder}, where it would be read as a class; "
+            "choose a folder outside it",
+        )
+        for parameter, place in places
+        for what, folder in folders
+    ]
+
+
+def _inside(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or lies under it (symbolic links resolved)."""
+    path_resolved = Path(path).expanduser().resolve()
+    folder_resolved = Path(folder).expanduser().resolve()
+    return path_resolved == folder_resolved or folder_resolved in path_resolved.parents
 
 
 def normalization_mode(settings: ExperimentSettings, trained) -> str:
