@@ -10,6 +10,9 @@ import csv
 import io
 import re
 import socket
+import struct
+import tracemalloc
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +24,13 @@ from matplotlib.text import Text
 from cellclass import cli, results
 from cellclass.cli import main
 from cellclass.data.folders import read_manifest_groups
+from cellclass.data.images import (
+    MAX_IMAGE_PIXELS,
+    MAX_PIXELS_VARIABLE,
+    ImageReadError,
+    image_meta,
+    read_image,
+)
 from cellclass.figures.plots import confusion_figure, preview_grid
 from cellclass.progress import Observer
 from cellclass.training import ExperimentError, ExperimentSettings, run_experiment
@@ -253,6 +263,66 @@ def test_results_inside_an_image_folder_are_refused(tmp_path, capsys, where, par
     assert main(train_option) == 2
     assert "inside the training folder" in _one_error_line(capsys)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+# ---------------------------------------------------------------- huge images
+def _tiff_claiming(path: Path, width: int, height: int) -> Path:
+    """A TIFF of ~150 bytes whose header claims width x height 8-bit pixels (deflate)."""
+    data = zlib.compress(bytes(4096))
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1)]
+    tags += [(273, 4, 8 + 2 + 12 * 9 + 4), (277, 3, 1), (278, 4, height), (279, 4, len(data))]
+    entries = b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags)
+    ifd = struct.pack("<H", len(tags)) + entries + struct.pack("<I", 0)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + data)
+    return path
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG of ~70 bytes whose IHDR claims width x height 8-bit gray pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    idat = chunk(b"IDAT", zlib.compress(bytes(100)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + idat + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("write", "width", "height"),
+    [(_tiff_claiming, 20_000, 20_000), (_tiff_claiming, 100_000, 100_000)]
+    + [(_png_claiming, 100_000, 100_000), (_png_claiming, 20_000, 20_000)],
+)
+@pytest.mark.parametrize("reader", [read_image, image_meta])
+def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(
+    tmp_path: Path, write, width: int, height: int, reader
+):
+    """Issue 17, point 12: a 21 KB TIFF claiming 100000 x 100000 asked for 9.3 GiB."""
+    path = write(tmp_path / "huge.img", width, height)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageReadError) as raised:
+            reader(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20  # refused from the header: nothing of the claimed size allocated
+    message = str(raised.value)
+    assert message.startswith(f"{path}: {width} x {height} pixels is more than the limit")
+    assert f"{MAX_IMAGE_PIXELS:,}" in message and MAX_PIXELS_VARIABLE in message
+
+
+def test_the_pixel_limit_can_be_changed(tmp_path: Path, monkeypatch):
+    path = make_class_tree(tmp_path, {"Control": 1}, size=32) / "Control" / "Control_000.png"
+    tiff = _tiff_claiming(tmp_path / "image.tif", 32, 32)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, str(32 * 32 - 1))
+    for image in (path, tiff):
+        with pytest.raises(ImageReadError, match="32 x 32 pixels is more than the limit of 1,023"):
+            read_image(image)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, str(32 * 32))
+    assert read_image(path).shape == read_image(tiff).shape == (32, 32, 1)
 
 
 # ---------------------------------------------------------------- error messages

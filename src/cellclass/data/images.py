@@ -3,7 +3,8 @@
 PNG, JPEG and BMP are decoded by Pillow; TIFF (8/12/16-bit, float, multi-channel, multi-page,
 ImageJ/OME hyperstacks) by tifffile. Pixels keep their native dtype (uint8, uint16, float32):
 nothing is rescaled on reading, so 12-bit camera data stays 0..4095, and how values map to
-[0, 1] is chosen explicitly with a `Normalization`. Normalisation lives in
+[0, 1] is chosen explicitly with a `Normalization`. An image larger than `max_image_pixels`
+is refused from its header, before any pixel is decoded. Normalisation lives in
 `cellclass.data.normalization` and writing in `cellclass.data.image_writing`; both are
 re-exported here.
 """
@@ -34,6 +35,8 @@ from cellclass.data.normalization import (
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
+    "MAX_PIXELS_VARIABLE",
     "NORMALIZATION_MODES",
     "ImageMeta",
     "ImageReadError",
@@ -42,6 +45,7 @@ __all__ = [
     "fit_normalization",
     "image_meta",
     "image_percentiles",
+    "max_image_pixels",
     "normalize",
     "parse_channels",
     "read_image",
@@ -52,6 +56,10 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+# Larger images are refused before decoding: a 21 KB TIFF can claim 100000 x 100000 pixels
+# (9.3 GiB), and an image to be resized to 256 px that large is a whole slide to tile first.
+MAX_IMAGE_PIXELS = 2**28  # 16384 x 16384 (width x height x planes decoded; channels free)
+MAX_PIXELS_VARIABLE = "CELLCLASS_MAX_IMAGE_PIXELS"  # environment variable that changes it
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -86,6 +94,34 @@ class ImageMeta:
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+def max_image_pixels() -> int:
+    """The most pixels one image may have: ``$CELLCLASS_MAX_IMAGE_PIXELS`` when set, else
+    `MAX_IMAGE_PIXELS` (read at every call, so it can be raised for one command).
+
+    PNG, JPEG and BMP files are also held to Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``,
+    refused above twice that: about 179 million pixels by default).
+    """
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{MAX_PIXELS_VARIABLE}={text!r}: give a number of pixels, e.g. {2**30}")
+    return int(text)
+
+
+def _check_pixels(path: Path, height: int, width: int, planes: int = 1) -> None:
+    """Refuse an image whose decoded size exceeds `max_image_pixels`, before decoding it."""
+    limit = max_image_pixels()
+    if height * width * planes <= limit:
+        return
+    size = f"{width} x {height} pixels" + (f" x {planes} planes" if planes > 1 else "")
+    raise ImageReadError(
+        f"{path}: {size} is more than the limit of {limit:,} pixels (a damaged or hostile "
+        "file, or a whole slide to tile first); to read it anyway, raise the limit with the "
+        f"environment variable {MAX_PIXELS_VARIABLE}"
+    )
 
 
 def read_image(path: str | os.PathLike, *, page: int = 0) -> np.ndarray:
@@ -187,12 +223,21 @@ def _read_pillow(path: Path, page: int, header: bytes) -> tuple[np.ndarray, int]
             f"{path}: 16-bit colour PNG, which Pillow would silently cut to 8 bits; "
             "save it as a 16-bit TIFF instead"
         )
+    if header.startswith(_PNG_MAGIC) and len(header) >= 24:  # IHDR: width, height
+        width, height = struct.unpack(">II", header[16:24])
+        _check_pixels(path, height, width)
     try:
         opened = Image.open(path, formats=_PILLOW_FORMATS)
     except UnidentifiedImageError as error:
         message = f"{path}: not a PNG, JPEG, BMP or TIFF image (or its header is corrupt)"
         raise ImageReadError(message) from error
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(
+            f"{path}: more pixels than Pillow reads ({error}); save it as a TIFF and raise "
+            f"{MAX_PIXELS_VARIABLE} if it is a real image"
+        ) from error
     with opened as image:
+        _check_pixels(path, image.height, image.width)
         n_pages = getattr(image, "n_frames", 1)
         _check_page(path, page, n_pages)
         image.seek(page)
@@ -228,10 +273,12 @@ def _read_tiff(path: Path, page: int, header: bytes) -> tuple[np.ndarray, int]:
         if _is_one_page_per_series(tif.series):  # pages written one by one, e.g. TiffWriter
             _check_page(path, page, len(tif.series))
             series = tif.series[page]
+            _check_series_pixels(path, series.axes, series.shape)
             return _to_stack(path, series.asarray(), series.axes, series.shape)[0], len(tif.series)
         series = tif.series[0]
         if _pages_are_planes(series):
             return _read_planes(path, series, page)
+        _check_series_pixels(path, series.axes, series.shape)  # the whole series is decoded
         stack = _to_stack(path, series.asarray(), series.axes, series.shape)  # (P, H, W, C)
         _check_page(path, page, len(stack))
         return stack[page], len(stack)
@@ -257,8 +304,22 @@ def _read_planes(path: Path, series, page: int) -> tuple[np.ndarray, int]:
     index = np.arange(len(series.pages)).reshape(series.shape[:-2] + (1, 1))
     keys = _to_stack(path, index, series.axes, series.shape)  # (P, 1, 1, C) page numbers
     _check_page(path, page, len(keys))
+    _check_pixels(path, *series.shape[-2:])  # only this page's planes are decoded
     planes = series.asarray(key=keys[page, 0, 0].tolist())  # (C, H, W), or (H, W) if C == 1
     return planes.reshape(-1, *series.shape[-2:]).transpose(1, 2, 0), len(keys)
+
+
+def _check_series_pixels(path: Path, axes: str, shape: tuple) -> None:
+    """`_check_pixels` for a whole TIFF series: Y x X x every axis that is not a channel."""
+    if "Y" not in axes or "X" not in axes:
+        return  # `_to_stack` explains the layout
+    channels_first = _looks_channels_first(axes, shape)
+    planes = math.prod(
+        n
+        for i, (axis, n) in enumerate(zip(axes, shape, strict=True))
+        if axis not in "YX" + _CHANNEL_AXES and not (channels_first and i == 0)
+    )
+    _check_pixels(path, shape[axes.index("Y")], shape[axes.index("X")], planes)
 
 
 def _to_stack(path: Path, array: np.ndarray, axes: str, shape: tuple) -> np.ndarray:
