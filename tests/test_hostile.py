@@ -195,6 +195,7 @@ def test_resume_trains_again_a_run_whose_checkpoint_is_damaged(tmp_path: Path, d
         ({"runs": 0}, "runs 0: use 1 or more"),
         ({"control_runs": -1}, "control_runs -1: use 0 or more"),
         ({"image_size": 4}, "image_size 4: use 8 or more"),
+        ({"image_size": 20_000}, "image_size 20000: more pixels than the image limit"),
         ({"page": -1}, "page -1: use 0 or more"),
         ({"train_sample": 0}, "train_sample 0: use 1 or more"),
         ({"channels": (0, -1)}, "channels (0, -1): give 0-based channel indices"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
-from cellclass.data.images import NORMALIZATION_MODES
+from cellclass.data.images import MAX_PIXELS_VARIABLE, NORMALIZATION_MODES, max_image_pixels
 from cellclass.models.baselines import BaselineSettings
 from cellclass.training.recipes import REFERENCE, Recipe, check_recipe
 from cellclass.training.train import autocast_dtype, resolve_device
@@ -107,6 +107,11 @@ def _count_problems(settings: ExperimentSettings) -> list[tuple[bool, str]]:
         (
             not _whole(s.image_size, MIN_IMAGE_SIZE),
             f"image_size {s.image_size!r}: use {MIN_IMAGE_SIZE} or more (pixels a side)",
+        ),
+        (
+            _whole(s.image_size, MIN_IMAGE_SIZE) and s.image_size**2 > max_image_pixels(),
+            f"image_size {s.image_size!r}: more pixels than the image limit "
+            f"({max_image_pixels():,}, {MAX_PIXELS_VARIABLE})",
         ),
         (not _whole(s.page, 0), f"page {s.page!r}: use 0 or more (0 is the first page)"),
         (
