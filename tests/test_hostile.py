@@ -36,7 +36,7 @@ from cellclass.progress import Observer
 from cellclass.training import ExperimentError, ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
-from .conftest import make_class_tree
+from .conftest import make_class_tree, write_png
 from .test_blind_store import write_blind_tree
 
 
@@ -185,6 +185,59 @@ def test_resume_trains_again_a_run_whose_checkpoint_is_damaged(tmp_path: Path, d
     assert runs[0] == runs_before[0]
     epochs = results.read_table(out / results.EPOCHS_FILE)
     assert sorted(r["run"] for r in epochs if r["split"] == "train") == [0, 1]
+
+
+def _change_images(tmp_path: Path, change: str) -> None:
+    if change == "added":
+        make_class_tree(tmp_path / "train", {"Control": 3}, seed=8, offset=100)
+    elif change == "edited":
+        image = tmp_path / "train" / "Treated" / "Treated_002.png"
+        write_png(image, np.full((32, 32), 7, dtype=np.uint8))
+    elif change == "test":
+        (tmp_path / "test" / "Control" / "Control_000.png").unlink()
+    elif change == "normalisation":  # same files, but config.json says another scaling
+        config = results.read_json(tmp_path / "run" / results.CONFIG_FILE)
+        config["normalization"]["badger"]["high"] = [1.0]
+        results.write_json(tmp_path / "run" / results.CONFIG_FILE, config)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("added", "training folder changed: 3 file(s) added to 'Control'"),
+        ("edited", "training folder changed: files of 'Treated' edited, replaced or renamed"),
+        ("test", "test set 't' changed: 1 file(s) removed from 'Control'"),
+        ("normalisation", "normalisation of 'badger' changed"),
+    ],
+)
+def test_resume_refuses_data_that_changed_and_names_the_change(tmp_path, capsys, change, named):
+    """Issue 17, point 4: adding images and resuming trained the remaining runs on other
+    data with a refitted normalisation, silently."""
+    train = make_class_tree(tmp_path / "train", {"Control": 8, "Treated": 8})
+    settings = _experiment(tmp_path, train, runs=1)
+    out = Path(run_experiment(settings))  # as if interrupted after run 0 of 2
+    config = results.read_json(out / results.CONFIG_FILE)
+    assert config["in_channels"] == config["train"]["channels"] == 1
+    assert config["train"]["fingerprint"]["classes"]["Control"]["n_files"] == 8
+    _change_images(tmp_path, change)
+    tables = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ExperimentError) as raised:
+        run_experiment(replace(settings, runs=2), resume=True)
+    assert str(raised.value).startswith(f"cannot resume {out}: {named}")
+    argv = ["--quiet", "train", str(train), "--test", f"t={tmp_path / 'test'}", "--runs", "2"]
+    argv += ["--image-size", "16", "--epochs", "1", "--batch-size", "8", "--resume"]
+    assert main([*argv, "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the folders' summaries
+    assert last.startswith("cellclass: error: cannot resume") and named in last
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == tables
+
+
+def test_resume_with_the_same_data_goes_on(tmp_path: Path):
+    train = make_class_tree(tmp_path / "train", {"Control": 8, "Treated": 8})
+    settings = _experiment(tmp_path, train, runs=1)
+    out = Path(run_experiment(settings))
+    run_experiment(replace(settings, runs=2), resume=True)
+    assert [r["run"] for r in results.read_table(out / results.RUNS_FILE)] == [0, 1]
 
 
 # ---------------------------------------------------------------- settings

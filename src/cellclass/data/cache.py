@@ -57,6 +57,7 @@ __all__ = [
     "PixelStore",
     "Preprocessing",
     "default_cache_dir",
+    "file_digests",
     "load_normalized",
     "load_store",
     "preprocessing_from_dict",
@@ -99,6 +100,7 @@ def load_store(
     skip_bad: bool = False,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    digests: Sequence[bytes] | None = None,
 ) -> PixelStore:
     """Decode ``paths`` into a pixel store, or open the cached one.
 
@@ -108,6 +110,7 @@ def load_store(
     prep : preprocessing; only size, channels and page affect the stored pixels.
     skip_bad : leave unreadable files out (listed in ``store.bad``) instead of raising.
     progress : called with the number of files finished since the last call.
+    digests : `file_digests` of ``paths`` when the caller has them already (else computed).
 
     Raises
     ------
@@ -118,7 +121,7 @@ def load_store(
     if not paths:
         raise ValueError("no images to load")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = _store_key(paths, prep)
+    key = _store_key(file_digests(paths) if digests is None else digests, prep)
     folder = cache_dir / key
     if not (folder / "meta.json").is_file():
         _build_store(folder, paths, prep, workers=workers, progress=progress)
@@ -130,12 +133,24 @@ def load_store(
     return store
 
 
-def _store_key(paths: list[Path], prep: Preprocessing) -> str:
+def _store_key(digests: Sequence[bytes], prep: Preprocessing) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps([STORE_VERSION, prep.store_key_fields()]).encode())
-    for path in paths:
-        digest.update(_file_digest(path))
+    for file_digest in digests:
+        digest.update(file_digest)
     return digest.hexdigest()
+
+
+def file_digests(paths: Sequence[Path], *, workers: int | None = None) -> list[bytes]:
+    """A content digest of each file (BLAKE2b of its bytes), in the order of ``paths``; an
+    unreadable file gets a digest of its path and the error instead.
+
+    What the pixel store is keyed by, and what an experiment's data fingerprint is made of.
+    """
+    if len(paths) < 2:
+        return [_file_digest(Path(path)) for path in paths]
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(_file_digest, map(Path, paths)))
 
 
 def _file_digest(path: Path) -> bytes:

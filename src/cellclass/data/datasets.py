@@ -1,13 +1,20 @@
-"""A class-folder tree, scanned and decoded: the unit an experiment trains and tests on."""
+"""A class-folder tree, scanned and decoded: the unit an experiment trains and tests on.
+
+Each dataset carries a fingerprint of its files (`folder_fingerprint`): config.json records it,
+and a resumed experiment compares it (`fingerprint_changes`) to refuse data that changed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cellclass.data.cache import PixelStore, Preprocessing, load_store
+from cellclass.data.cache import PixelStore, Preprocessing, file_digests, load_store
 from cellclass.data.folders import FolderIndex, scan_folder
 from cellclass.progress import Observer
 
@@ -19,6 +26,7 @@ class Dataset:
     store: PixelStore  # decoded pixels; bad files left out when skipping them
     labels: np.ndarray  # (N,) int64 labels aligned with store rows
     groups: list[str]  # provenance group of each store row
+    fingerprint: dict = field(default_factory=dict)  # the files' `folder_fingerprint`
 
 
 def load_dataset(
@@ -39,18 +47,23 @@ def load_dataset(
     """
     observer = observer or Observer()
     index = scan_folder(folder, class_names=class_names, group_by=group_by)
+    digests = file_digests(index.paths)
     store = load_store(
         index.paths,
         prep,
         cache_dir=Path(cache_dir) if cache_dir else None,
         skip_bad=skip_bad,
         progress=observer.decoding(name, len(index.samples)),
+        digests=digests,
     )
     position = {path: i for i, path in enumerate(index.paths)}
     rows = [position[path] for path in store.paths]
     for path, reason in store.bad:
         observer.message(f"skipped unreadable image {path}: {reason}")
-    data = Dataset(name, index, store, index.labels[rows], [index.samples[i].group for i in rows])
+    groups = [index.samples[i].group for i in rows]
+    data = Dataset(
+        name, index, store, index.labels[rows], groups, folder_fingerprint(index, digests)
+    )
     observer.message(describe(data))
     return data
 
@@ -81,4 +94,66 @@ def dataset_info(data: Dataset) -> dict:
         "n_bad": len(data.store.bad),
         "bit_depth": data.store.bit_depth,
         "dtype": str(data.store.pixels.dtype),
+        "channels": data.store.channels,
+        "fingerprint": data.fingerprint,
     }
+
+
+def folder_fingerprint(index: FolderIndex, digests: Sequence[bytes]) -> dict:
+    """What tells later whether a folder's images changed: per class the number of image
+    files and a digest of their names and contents, a digest of their source groups
+    (manifest.csv or ``group_by``), and one digest of it all.
+
+    digests : the `file_digests` of ``index.paths``. Names are taken relative to the folder,
+    so a moved or renamed folder keeps its fingerprint.
+    """
+    hashes: dict[str, hashlib.blake2b] = {}
+    counts: dict[str, int] = {}
+    groups = hashlib.blake2b(digest_size=16)
+    for sample, content in zip(index.samples, digests, strict=True):
+        name = _relative_name(sample.path, index.root)
+        class_name = index.class_names[sample.label]
+        hashes.setdefault(class_name, hashlib.blake2b(digest_size=16))
+        hashes[class_name].update(json.dumps([name, content.hex()]).encode())
+        counts[class_name] = counts.get(class_name, 0) + 1
+        groups.update(json.dumps([name, sample.group]).encode())
+    classes = {c: {"n_files": counts[c], "digest": hashes[c].hexdigest()} for c in hashes}
+    whole = hashlib.blake2b(json.dumps([classes, groups.hexdigest()]).encode(), digest_size=16)
+    return {
+        "n_files": len(index.samples),
+        "digest": whole.hexdigest(),
+        "classes": classes,
+        "groups": groups.hexdigest(),
+    }
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:  # reached through a link from outside the folder
+        return Path(path).as_posix()
+
+
+def fingerprint_changes(saved: dict, now: dict) -> list[str]:
+    """What differs between two `folder_fingerprint` results, one phrase each
+    ("3 files added to 'Control'"); empty when the files are the same."""
+    if saved.get("digest") == now.get("digest"):
+        return []
+    before, after = saved.get("classes", {}), now.get("classes", {})
+    changes = [
+        f"class {c!r} removed ({before[c]['n_files']} files)" for c in before if c not in after
+    ]
+    for name, files in after.items():
+        if name not in before:
+            changes.append(f"class {name!r} added ({files['n_files']} files)")
+            continue
+        added = files["n_files"] - before[name]["n_files"]
+        if added:
+            changes.append(
+                f"{abs(added)} file(s) {'added to' if added > 0 else 'removed from'} {name!r}"
+            )
+        elif files["digest"] != before[name]["digest"]:
+            changes.append(f"files of {name!r} edited, replaced or renamed")
+    if not changes:
+        changes.append("source groups changed (manifest.csv or group_by)")
+    return changes

@@ -17,7 +17,7 @@ import numpy as np
 
 from cellclass import results
 from cellclass.data.cache import Preprocessing, preprocessing_to_dict, sample_pixels
-from cellclass.data.datasets import Dataset, dataset_info, load_dataset
+from cellclass.data.datasets import Dataset, dataset_info, fingerprint_changes, load_dataset
 from cellclass.data.images import Normalization, fit_normalization
 from cellclass.inspection.dataset import find_leakage, leakage_message
 from cellclass.models.baselines import BaselineSettings
@@ -128,6 +128,51 @@ def _check_output(out: Path, settings: ExperimentSettings, resume: bool) -> None
         )
 
 
+def check_same_data(out: Path, settings, data: ExperimentData, observer: Observer) -> None:
+    """Refuse to resume ``out`` when its images or any recipe's fitted normalisation differ
+    from those it was started with: the remaining runs would train on other data.
+
+    Raises
+    ------
+    ExperimentError
+        Naming what changed ("training folder changed: 3 file(s) added to 'Control'").
+    """
+    config = results.read_json(out / results.CONFIG_FILE)
+    folders = [("training folder", config.get("train", {}), data.train)]
+    folders += [
+        (f"test set {t.name!r}", config.get("tests", {}).get(t.name, {}), t) for t in data.tests
+    ]
+    changes = []
+    for what, saved, dataset in folders:
+        if "fingerprint" not in saved:
+            observer.message(
+                f"warning: {out} records no fingerprint of its {what} (made by an older "
+                "cellclass): the files cannot be checked against it"
+            )
+            continue
+        found = fingerprint_changes(saved["fingerprint"], dataset.fingerprint)
+        if found:
+            changes.append(f"{what} changed: {', '.join(found)}")
+    saved_norm = config.get("normalization", {})
+    for label, norm in _normalizations(settings, data).items():
+        if label in saved_norm and saved_norm[label] != norm:
+            changes.append(f"normalisation of {label!r} changed (refitted on the training pixels)")
+    if changes:
+        raise ExperimentError(
+            f"cannot resume {out}: {'; '.join(changes)}; resume with the files it was started "
+            "with, or start a new results folder"
+        )
+
+
+def _normalizations(settings: ExperimentSettings, data: ExperimentData) -> dict:
+    """Each recipe's and baseline's fitted normalisation, as config.json records it."""
+    trained = list(settings.recipes) + [BaselineSettings(name=b) for b in settings.baselines]
+    return {
+        t.label: jsonable(asdict(data.prep(normalization_mode(settings, t)).normalization))
+        for t in trained
+    }
+
+
 def _flatten(settings: dict, prefix: str = "") -> dict:
     """{"recipes": [{"epochs": 9}]} -> {"recipes.0.epochs": 9}: every setting by its path."""
     flat = {}
@@ -142,8 +187,6 @@ def _flatten(settings: dict, prefix: str = "") -> dict:
 
 def write_config(out: Path, settings, data: ExperimentData, *, leakage=()) -> None:
     train, tests = data.train, data.tests
-    trained = list(settings.recipes) + [BaselineSettings(name=b) for b in settings.baselines]
-    modes = {t.label: normalization_mode(settings, t) for t in trained}
     prep = data.prep(experiment_modes(settings)[0])
     config = {
         "cellclass_version": results.software_versions()["cellclass"],
@@ -152,12 +195,12 @@ def write_config(out: Path, settings, data: ExperimentData, *, leakage=()) -> No
         "seeds": [settings.seed + k for k in range(settings.runs)],
         "models": [recipe.label for recipe in settings.recipes],
         "class_names": list(train.index.class_names),
-        "train": dataset_info(train),
+        "train": dataset_info(train),  # counts, channels and the files' fingerprint
         "tests": {t.name: dataset_info(t) for t in tests},
+        "in_channels": train.store.channels,  # the models' input channels
         "preprocessing": jsonable(preprocessing_to_dict(prep)),  # the first recipe's
-        "normalization": {  # per recipe: its own, or the one the user chose for all
-            label: jsonable(asdict(data.prep(mode).normalization)) for label, mode in modes.items()
-        },
+        # per recipe: its own, or the one the user chose for all; a resume must refit the same
+        "normalization": _normalizations(settings, data),
         "versions": results.software_versions(),
         "machine": results.machine_info(str(resolve_device(settings.device))),
         "precision": {  # training autocast per recipe, as "auto" chose it on this machine
@@ -190,6 +233,8 @@ def run_experiment(
     out = Path(settings.out).expanduser().resolve()
     _check_output(out, settings, resume)
     data = prepare_data(settings, observer)
+    if resume:
+        check_same_data(out, settings, data, observer)
     leakage = check_leakage(data.train, list(data.tests), settings, observer)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
