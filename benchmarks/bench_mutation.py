@@ -103,17 +103,14 @@ def main() -> None:
     args = parser.parse_args()
     chosen = {m: CORE.get(m, ["tests"]) for m in args.modules} if args.modules else CORE
     print(f"{'module':<24}{'killed':>8}{'mutants':>9}{'score':>8}{'seconds':>9}")
-    all_survivors = []
     for module, tests in chosen.items():
         started = time.perf_counter()
         n_killed, total, survivors = score_module(module, tests, args.max)
         score = n_killed / total if total else float("nan")
         seconds = time.perf_counter() - started
         print(f"{module:<24}{n_killed:>8}{total:>9}{score:>8.0%}{seconds:>9.0f}", flush=True)
-        all_survivors += survivors
-    print("\nsurvivors (read each: equivalent, or a missing test?)")
-    for line in all_survivors:
-        print(f"  {line}")
+        for line in survivors:  # read each: equivalent, or a missing test?
+            print(f"    survived {line}", flush=True)
 
 
 if __name__ == "__main__":
