@@ -122,3 +122,20 @@ def test_the_parent_of_train_and_test_folders_is_refused(tmp_path):
     make_class_tree(nested / "Control", {"day1": 2}, offset=0)
     make_class_tree(nested / "Treated", {"day2": 2}, offset=0)
     assert scan_folder(nested).class_names == ("Control", "Treated")
+
+
+def test_folder_links_back_into_the_tree_are_not_followed(tmp_path):
+    """Issue 17, point 2: `A/self -> .` counted A's files 41 times; `A/up -> ..` put class
+    B's files under class A. Neither link is followed; both are listed as ignored."""
+    root = make_class_tree(tmp_path / "train", {"A": 3, "B": 2})
+    (root / "A" / "self").symlink_to(".", target_is_directory=True)
+    (root / "A" / "up").symlink_to("..", target_is_directory=True)
+    (root / "loop").symlink_to(".", target_is_directory=True)  # a "class" that is the tree
+    index = scan_folder(root)
+    assert index.class_names == ("A", "B")
+    counts = [sum(s.label == k for s in index.samples) for k in range(2)]
+    assert counts == [3, 2]
+    assert {p.name for p in index.ignored} >= {"self", "up", "loop"}
+    elsewhere = make_class_tree(tmp_path / "more", {"extra": 2})
+    (root / "B" / "linked").symlink_to(elsewhere / "extra", target_is_directory=True)
+    assert sum(s.label == 1 for s in scan_folder(root).samples) == 4  # outside links still count

@@ -113,7 +113,9 @@ def scan_folder(
         raise FolderError(f"{root}: not a folder (expected one subfolder per class)")
     entries = sorted(root.iterdir(), key=lambda p: p.name)
     ignored = [p for p in entries if is_hidden(p)]
-    class_dirs = [p for p in entries if p.is_dir() and not is_hidden(p)]
+    loops = [p for p in entries if p.is_dir() and p.is_symlink() and p.resolve() == root]
+    ignored += loops  # a class folder that is a link to the folder itself
+    class_dirs = [p for p in entries if p.is_dir() and not is_hidden(p) and p not in loops]
     loose_files = [
         p for p in entries if p.is_file() and not is_hidden(p) and p.name != MANIFEST_NAME
     ]
@@ -128,7 +130,7 @@ def scan_folder(
     grouper = _make_grouper(root, group_by)
     samples, non_images = [], [p for p in loose_files]
     for class_dir in class_dirs:
-        files, skipped, others = _list_class_files(class_dir)
+        files, skipped, others = _list_class_files(class_dir, root)
         ignored.extend(skipped)
         non_images.extend(others)
         if not files:
@@ -180,17 +182,30 @@ def _resolve_class_map(
     return tuple(class_names)
 
 
-def _list_class_files(class_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """Images, ignored entries and non-image files below one class folder (recursive)."""
+def _list_class_files(
+    class_dir: Path, root: Path
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """Images, ignored entries and non-image files below one class folder (recursive).
+
+    A folder link that leads back into ``root`` (``self -> .``, ``up -> ..``) or to a folder
+    already walked is not followed but listed as ignored: it would count images twice or put
+    another class's images in this one.
+    """
     images, ignored, others = [], [], []
-    stack = [class_dir]
+    stack, walked = [class_dir], {class_dir.resolve()}
     while stack:
         folder = stack.pop()
         for path in sorted(folder.iterdir(), key=lambda p: p.name):
             if is_hidden(path):
                 ignored.append(path)
             elif path.is_dir():
-                stack.append(path)
+                target = path.resolve()
+                inside = target == root or root in target.parents
+                if target in walked or (path.is_symlink() and inside):
+                    ignored.append(path)
+                else:
+                    walked.add(target)
+                    stack.append(path)
             elif path.suffix.lower() in IMAGE_EXTENSIONS:
                 images.append(path)
             else:
