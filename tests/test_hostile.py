@@ -474,3 +474,25 @@ def test_file_names_of_different_test_sets_never_collide():
     assert len(set(slugs)) == len(names)
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", s) for s in slugs)
     assert file_slug("heldout", "alice") == "heldout-alice"  # safe names stay readable
+
+
+def test_a_foreign_checkpoint_is_named_not_averaged(tmp_path):
+    """Issue 17, point 5: a checkpoint from an experiment with other classes used to be
+    averaged in (or fail with "all input arrays must have the same shape")."""
+    import shutil
+
+    from cellclass.predict import predict_paths
+
+    ours = make_class_tree(tmp_path / "ours", {"Control": 6, "Treated": 6})
+    theirs = make_class_tree(tmp_path / "theirs", {"A": 6, "B": 6, "C": 6})
+    base = dict(runs=1, image_size=32, val_split=0, cache_dir=str(tmp_path / "cache"))
+    recipe = (replace(REFERENCE, epochs=1),)
+    out = run_experiment(
+        ExperimentSettings(train_dir=str(ours), out=str(tmp_path / "a"), recipes=recipe, **base)
+    )
+    other = run_experiment(
+        ExperimentSettings(train_dir=str(theirs), out=str(tmp_path / "b"), recipes=recipe, **base)
+    )
+    shutil.copy(other / "models" / "run-00.pt", out / "models" / "run-07.pt")
+    with pytest.raises(ValueError, match=r"run-07\.pt: class_names .* another experiment"):
+        predict_paths(out, [ours])

@@ -57,9 +57,12 @@ def load_runs(
     paths = sorted(folder.glob("run-*.pt")) if folder.is_dir() else []
     if not paths:
         raise ExperimentError(f"{run_dir}: no trained runs (models/run-NN.pt) found")
+    config_path = Path(run_dir) / results.CONFIG_FILE
+    config = results.read_json(config_path) if config_path.is_file() else {}
     loaded = []
     for path in paths:
         checkpoint = results.load_checkpoint(path)
+        _check_belongs(path, checkpoint, config)
         if run not in (None, checkpoint["run"]) or model not in (None, checkpoint["model"]):
             continue
         if checkpoint.get("architecture") == "features":
@@ -77,6 +80,22 @@ def load_runs(
         wanted = " ".join(f"{k} {v}" for k, v in (("model", model), ("run", run)) if v is not None)
         raise ExperimentError(f"{run_dir}: no {wanted}; see {folder} for the saved runs")
     return loaded
+
+
+def _check_belongs(path: Path, checkpoint: dict, config: dict) -> None:
+    """A checkpoint from another experiment (other classes, size or channels) is an error
+    naming the file, not a shape error deep inside the ensemble."""
+    expected = {
+        "class_names": config.get("class_names"),
+        "image_size": (config.get("settings") or {}).get("image_size"),
+        "in_channels": config.get("in_channels"),
+    }
+    for key, value in expected.items():
+        if value is not None and checkpoint.get(key) != value:
+            raise ExperimentError(
+                f"{path}: {key} {checkpoint.get(key)!r} differs from config.json's {value!r}; "
+                "the checkpoint belongs to another experiment: move it out of models/"
+            )
 
 
 def one_model(runs: list[SavedRun], run_dir) -> list[SavedRun]:
