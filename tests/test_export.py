@@ -16,6 +16,7 @@ from cellclass.cli import EXPORT_FORMATS, main
 from cellclass.data.cache import preprocessing_from_dict
 from cellclass.data.images import Normalization, normalize
 from cellclass.export import runs as export
+from cellclass.export.bioimageio import package_preprocessing
 from cellclass.export.runs import (
     Classifier,
     ExportError,
@@ -165,7 +166,7 @@ def test_bioimageio_package_test_tensors_match_every_weights_format(package, sav
 def test_package_preprocessing_is_cellclass_normalisation(norm):
     raw = np.random.default_rng(0).integers(0, 4096, (1, 2, 16, 16)).astype(np.float32)
     want = normalize(raw.transpose(0, 2, 3, 1), norm).transpose(0, 3, 1, 2)
-    np.testing.assert_allclose(_apply(export._preprocessing(norm), raw), want, atol=1e-5)
+    np.testing.assert_allclose(_apply(package_preprocessing(norm), raw), want, atol=1e-5)
 
 
 def test_dihedral_views_equal_the_training_transforms():

@@ -12,8 +12,8 @@ from cellclass.synthetic.folders import (
     PHENOTYPES,
     DemoData,
     DemoDataset,
-    _render,  # to check tiles against the wide field they come from
     make_field,
+    render_field,  # to check tiles against the wide field they come from
     write_class_folders,
     write_demo,
 )
@@ -130,11 +130,11 @@ def test_tiles_of_one_source_are_cut_from_one_wider_field(tmp_path):
     tiles = [_read(p) for p in paths]
     rng = np.random.default_rng([4, 0, 0, 0])  # source 0 of Control (class id 0)
     np.testing.assert_array_equal(
-        np.hstack(tiles[:2]), _render((32, 64), PHENOTYPES["Control"], 1.0, rng)
+        np.hstack(tiles[:2]), render_field((32, 64), PHENOTYPES["Control"], 1.0, rng)
     )
     rng = np.random.default_rng([4, 0, 0, 1])  # image 2 starts source 1
     np.testing.assert_array_equal(
-        tiles[2], _render((32, 64), PHENOTYPES["Control"], 1.0, rng)[:, :32]
+        tiles[2], render_field((32, 64), PHENOTYPES["Control"], 1.0, rng)[:, :32]
     )
 
 

@@ -42,10 +42,10 @@ from cellclass.data.normalization import normalize_batch
 from cellclass.data.preprocessing import (
     BadImagesError,
     Preprocessing,
-    _coerce,
-    _decode,
-    _first_decodable,
-    _reason,
+    coerce_to_store,
+    decode_file,
+    failure_reason,
+    first_decodable,
     preprocessing_from_dict,
     preprocessing_to_dict,
 )
@@ -164,7 +164,7 @@ def _file_digest(path: Path) -> bytes:
 def _build_store(
     folder: Path, paths: list[Path], prep: Preprocessing, *, workers, progress
 ) -> None:
-    reference = _first_decodable(paths, prep)
+    reference = first_decodable(paths, prep)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -198,12 +198,12 @@ def _decode_all(pixels, paths, prep, reference, workers, progress):
 
     def work(index: int) -> None:
         try:
-            image = _coerce(_decode(paths[index], prep), reference, paths[index])
+            image = coerce_to_store(decode_file(paths[index], prep), reference, paths[index])
             pixels[index] = image
             depths[index] = effective_bit_depth(image)
             ok[index] = True
         except (ImageReadError, ValueError, OSError) as error:
-            errors[index] = _reason(error, paths[index])
+            errors[index] = failure_reason(error, paths[index])
         if progress is not None:
             progress(1)
 

@@ -182,9 +182,7 @@ def _resolve_class_map(
     return tuple(class_names)
 
 
-def _list_class_files(
-    class_dir: Path, root: Path
-) -> tuple[list[Path], list[Path], list[Path]]:
+def _list_class_files(class_dir: Path, root: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """Images, ignored entries and non-image files below one class folder (recursive).
 
     A folder link that leads back into ``root`` (``self -> .``, ``up -> ..``) or to a folder

@@ -1,9 +1,10 @@
 """What is done to each file before it is stored: settings, decoding and why it failed.
 
 The `Preprocessing` settings (size, channels, TIFF page, normalisation) and their JSON form;
-decoding one file into a store row (`_decode`: read, pick channels, resize) and making it match
-the store's channel count and dtype (`_coerce`); `BadImagesError`, which lists every file that
-could not be decoded. `cellclass.data.cache` builds the pixel store from them and re-exports them.
+decoding one file into a store row (`decode_file`: read, pick channels, resize) and making it
+match the store's channel count and dtype (`coerce_to_store`); `BadImagesError`, which lists
+every file that could not be decoded. `cellclass.data.cache` builds the pixel store from them
+and re-exports them.
 """
 
 from __future__ import annotations
@@ -65,32 +66,32 @@ class BadImagesError(ValueError):
         )
 
 
-def _decode(path: Path, prep: Preprocessing) -> np.ndarray:
+def decode_file(path: Path, prep: Preprocessing) -> np.ndarray:
     """One file -> (S, S, C) native-dtype pixels. Raises ImageReadError or ValueError."""
     image = read_image(path, page=prep.page)
     image = select_channels(image, prep.channels)
     return resize(image, prep.image_size)
 
 
-def _first_decodable(paths: list[Path], prep: Preprocessing) -> np.ndarray:
+def first_decodable(paths: list[Path], prep: Preprocessing) -> np.ndarray:
     errors = []
     for path in paths:
         try:
-            return _decode(path, prep)
+            return decode_file(path, prep)
         except (ImageReadError, ValueError, OSError) as error:
-            errors.append((path, _reason(error, path)))
+            errors.append((path, failure_reason(error, path)))
             if len(errors) >= 20:
                 break
     raise BadImagesError(errors)
 
 
-def _reason(error: Exception, path: Path) -> str:
+def failure_reason(error: Exception, path: Path) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     prefix = f"{path}: "
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
-def _coerce(image: np.ndarray, reference: np.ndarray, path: Path) -> np.ndarray:
+def coerce_to_store(image: np.ndarray, reference: np.ndarray, path: Path) -> np.ndarray:
     """Make ``image`` match the store's channel count and dtype, or explain why it cannot."""
     want = reference.shape[-1]
     have = image.shape[-1]

@@ -41,9 +41,9 @@ from cellclass.export.formats import (
     ONNX_OPSET,
     Classifier,
     ExportError,
-    _probabilities,
     export_metadata,
     onnx_bytes,
+    probabilities,
     torchscript_bytes,
 )
 from cellclass.predict import SavedRun
@@ -70,7 +70,7 @@ def package_files(
     raw = _test_input(saved, settings.sample_image)  # (1, C, S, S) float32, raw pixel values
     normalized = normalize(raw.transpose(0, 2, 3, 1), prep.normalization)  # (1, S, S, C)
     x = torch.from_numpy(np.ascontiguousarray(normalized.transpose(0, 3, 1, 2)))
-    expected = _probabilities(classifier, x)  # (1, K)
+    expected = probabilities(classifier, x)  # (1, K)
     files = {
         "weights_torchscript.pt": torchscript_bytes(classifier, saved),
         "weights.onnx": onnx_bytes(classifier, saved),
@@ -107,7 +107,7 @@ def _test_input(saved: SavedRun, sample_image: str | None) -> np.ndarray:
     return np.ascontiguousarray(image.astype(np.float32).transpose(2, 0, 1)[None])
 
 
-def _preprocessing(norm: Normalization) -> list[dict]:
+def package_preprocessing(norm: Normalization) -> list[dict]:
     """bioimage.io preprocessing equal to `cellclass.data.images.normalize` for ``norm``."""
     steps: list[dict] = [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}]
     if norm.mode == "image":
@@ -161,7 +161,7 @@ def _rdf(
                 "data": {"type": "float32"},
                 "test_tensor": _file("test_input.npy", files),
                 "sample_tensor": _file("sample_input.tif", files),
-                "preprocessing": _preprocessing(norm),
+                "preprocessing": package_preprocessing(norm),
             }
         ],
         "outputs": [
@@ -273,7 +273,7 @@ spread over all runs of the experiment before trusting it.
 # ----------------------------------------------------------------------------- writing
 
 
-def _write_package(out: Path, files: dict[str, bytes]) -> None:
+def write_package(out: Path, files: dict[str, bytes]) -> None:
     """A ``.zip`` written atomically, or a folder built next to ``out`` and renamed."""
     if out.suffix == ".zip":
         buffer = io.BytesIO()

@@ -97,7 +97,7 @@ def _check_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
 
 
 @torch.inference_mode()
-def _probabilities(classifier: nn.Module, x: torch.Tensor) -> np.ndarray:
+def probabilities(classifier: nn.Module, x: torch.Tensor) -> np.ndarray:
     return classifier.eval()(x).numpy()  # (B, K)
 
 
@@ -115,7 +115,7 @@ def torchscript_bytes(classifier: Classifier, saved: SavedRun) -> bytes:
         torch.jit.save(traced, buffer, _extra_files=extra)
         buffer.seek(0)
         loaded = torch.jit.load(buffer, map_location="cpu")
-    _check_close(_probabilities(loaded, x), _probabilities(classifier, x), "TorchScript output")
+    _check_close(probabilities(loaded, x), probabilities(classifier, x), "TorchScript output")
     return buffer.getvalue()
 
 
@@ -141,7 +141,7 @@ def onnx_bytes(classifier: Classifier, saved: SavedRun) -> bytes:
     data = proto.SerializeToString()
     session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"input": x.numpy()})
-    _check_close(got, _probabilities(classifier, x), "ONNX output (onnxruntime)")
+    _check_close(got, probabilities(classifier, x), "ONNX output (onnxruntime)")
     return data
 
 

@@ -29,11 +29,10 @@ from cellclass._files import atomic_write_bytes
 from cellclass.export.bioimageio import (
     FORMAT_VERSION,
     PackageSettings,
-    _write_package,
     package_files,
     to_yaml,
+    write_package,
 )
-from cellclass.export.bioimageio import _preprocessing as _preprocessing  # used by tests
 from cellclass.export.formats import (
     EXTRA_HINT,
     ONNX_OPSET,
@@ -113,7 +112,7 @@ def export_run(
         atomic_write_bytes(out, onnx_bytes(classifier, saved))
     else:
         files = package_files(classifier, saved, run_dir, package or PackageSettings())
-        _write_package(out, files)
+        write_package(out, files)
     return out
 
 

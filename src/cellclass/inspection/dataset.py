@@ -30,10 +30,10 @@ from cellclass.inspection.scan import (
     HASH_SIDE,
     TRANSFORMS,
     DuplicatePair,
-    _duplicate_pairs,
-    _Scan,
-    _scan,
-    _source_pairs,
+    ScanResult,
+    duplicate_pairs,
+    scan_images,
+    source_pairs,
 )
 
 __all__ = [
@@ -138,18 +138,18 @@ def inspect_dataset(
         folders) a class unknown to `root`.
     """
     _check_max_distance(settings.max_distance)
-    main = _scan(scan_folder(root, group_by=settings.group_by), settings.page, progress)
+    main = scan_images(scan_folder(root, group_by=settings.group_by), settings.page, progress)
     folder = _folder_report(main, settings)
     reports, leakage, shared = [], [], []
     for test_root in against:
         classes = main.index.class_names
         index = scan_folder(test_root, class_names=classes, group_by=settings.group_by)
-        test = _scan(index, settings.page, progress)
+        test = scan_images(index, settings.page, progress)
         report = _folder_report(test, settings)
         shift = _shift_warnings(folder.classes, report.classes)
         reports.append(replace(report, warnings=report.warnings + tuple(shift)))
-        leakage.append(tuple(_duplicate_pairs(main, test, settings.max_distance)))
-        shared.append(tuple(source for source, _ in _source_pairs(main, test)))
+        leakage.append(tuple(duplicate_pairs(main, test, settings.max_distance)))
+        shared.append(tuple(source for source, _ in source_pairs(main, test)))
     return InspectionReport(folder, tuple(reports), tuple(leakage), tuple(shared))
 
 
@@ -179,12 +179,12 @@ def find_leakage(
     _check_max_distance(max_distance)
     if not test_indexes:
         return []
-    train = _scan(train_index, page, progress)
+    train = scan_images(train_index, page, progress)
     pairs = []
     for test_index in test_indexes:
-        test = _scan(test_index, page, progress)
-        pairs += _duplicate_pairs(train, test, max_distance)
-        pairs += [pair for _, pair in _source_pairs(train, test)]
+        test = scan_images(test_index, page, progress)
+        pairs += duplicate_pairs(train, test, max_distance)
+        pairs += [pair for _, pair in source_pairs(train, test)]
     return pairs
 
 
@@ -216,13 +216,13 @@ def write_report_json(report: InspectionReport, path: str | os.PathLike) -> Path
 # ----------------------------------------------------------------------------- summaries
 
 
-def _folder_report(scan: _Scan, settings: InspectSettings) -> FolderReport:
+def _folder_report(scan: ScanResult, settings: InspectSettings) -> FolderReport:
     classes = tuple(
         _class_summary(scan, label, name)
         for label, name in enumerate(scan.index.class_names)
         if (scan.labels == label).any()
     )
-    pairs = _duplicate_pairs(scan, None, settings.max_distance)
+    pairs = duplicate_pairs(scan, None, settings.max_distance)
     group = dict(zip(scan.paths, scan.groups, strict=True))
     across = tuple(pair for pair in pairs if group[pair.first] != group[pair.second])
     warnings = _brightness_warnings(classes, settings.confound_effect)
@@ -239,7 +239,7 @@ def _folder_report(scan: _Scan, settings: InspectSettings) -> FolderReport:
     )
 
 
-def _class_summary(scan: _Scan, label: int, name: str) -> ClassSummary:
+def _class_summary(scan: ScanResult, label: int, name: str) -> ClassSummary:
     stats = [s for s, lab in zip(scan.stats, scan.labels, strict=True) if lab == label]
     means = np.array([s["mean"] for s in stats])
     return ClassSummary(

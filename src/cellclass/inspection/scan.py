@@ -55,7 +55,7 @@ class DuplicatePair:
 
 
 @dataclass(frozen=True)
-class _Scan:
+class ScanResult:
     """Decoded facts of every readable image of one folder, aligned with `paths`."""
 
     index: FolderIndex  # the scanned folder
@@ -68,7 +68,9 @@ class _Scan:
     corrupt: list[tuple[Path, str]]  # unreadable images and why
 
 
-def _scan(index: FolderIndex, page: int, progress: Callable[[int, int], None] | None) -> _Scan:
+def scan_images(
+    index: FolderIndex, page: int, progress: Callable[[int, int], None] | None
+) -> ScanResult:
     """Decode every image of `index` once and keep its statistics, digest and hashes."""
     paths, labels, groups, stats, digests, bits, corrupt = [], [], [], [], [], [], []
     for done, sample in enumerate(index.samples, start=1):
@@ -88,7 +90,7 @@ def _scan(index: FolderIndex, page: int, progress: Callable[[int, int], None] | 
     n_bits = HASH_FREQUENCIES**2 - 1
     bits_array = np.array(bits, dtype=bool).reshape(-1, len(TRANSFORMS), n_bits)
     labels_array = np.array(labels, dtype=np.int64)
-    return _Scan(index, paths, labels_array, groups, stats, digests, bits_array, corrupt)
+    return ScanResult(index, paths, labels_array, groups, stats, digests, bits_array, corrupt)
 
 
 def _image_stats(image: np.ndarray) -> dict:
@@ -125,7 +127,7 @@ def _hash_bits(image: np.ndarray) -> np.ndarray:
     return low > np.median(low, axis=1, keepdims=True)
 
 
-def _duplicate_pairs(a: _Scan, b: _Scan | None, max_distance: int) -> list[DuplicatePair]:
+def duplicate_pairs(a: ScanResult, b: ScanResult | None, max_distance: int) -> list[DuplicatePair]:
     """Pairs (i in `a`, j in `b`) of exact or near-duplicates; `b` None: pairs i < j in `a`."""
     same = b is None
     b = a if same else b
@@ -157,7 +159,7 @@ def _signs(bits: np.ndarray) -> np.ndarray:
     return np.where(bits, np.float32(1), np.float32(-1))
 
 
-def _source_pairs(a: _Scan, b: _Scan) -> list[tuple[str, DuplicatePair]]:
+def source_pairs(a: ScanResult, b: ScanResult) -> list[tuple[str, DuplicatePair]]:
     """One (source, pair) per original field that files of both folders descend from.
 
     Only with a manifest in both folders: its ``source`` paths resolve to the same file.

@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize, special
 
-from cellclass.metrics._inputs import _positive_int, _scores
+from cellclass.metrics._inputs import checked_scores, positive_int
 
 _TEMPERATURE_BOUNDS = (0.01, 100.0)  # search range of fit_temperature; wide enough for CNNs
 
@@ -49,8 +49,8 @@ def reliability_bins(probs: ArrayLike, y_true: ArrayLike, *, n_bins: int = 15) -
         ``"confidence"``, ``"accuracy"``: (n_bins,) float64 means per bin, NaN where the bin
         is empty; ``"count"``: (n_bins,) int64; ``"edges"``: (n_bins + 1,) float64.
     """
-    probs, y_true = _scores("probs", probs, y_true)
-    n_bins = _positive_int("n_bins", n_bins)
+    probs, y_true = checked_scores("probs", probs, y_true)
+    n_bins = positive_int("n_bins", n_bins)
     row_sums = probs.sum(axis=1)
     if (probs < 0).any() or not np.allclose(row_sums, 1.0, atol=1e-3):
         bad = int(np.argmax(np.abs(row_sums - 1.0)))
@@ -100,7 +100,7 @@ def fit_temperature(logits: ArrayLike, y_true: ArrayLike) -> float:
     logits : (N, K) ndarray of float
     y_true : (N,) ndarray of int
     """
-    logits, y_true = _scores("logits", logits, y_true)
+    logits, y_true = checked_scores("logits", logits, y_true)
     true_logit = logits[np.arange(y_true.size), y_true]  # (N,)
 
     def mean_nll(log_t: float) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
-def _labels(name: str, values: ArrayLike, n_classes: int | None = None) -> np.ndarray:
+def checked_labels(name: str, values: ArrayLike, n_classes: int | None = None) -> np.ndarray:
     """Return `values` as a non-empty (N,) int64 array of labels in 0..n_classes-1."""
     array = np.asarray(values)
     if array.ndim != 1 or array.size == 0:
@@ -33,16 +33,16 @@ def _same_length(names: tuple[str, str], a: np.ndarray, b: np.ndarray, noun: str
         raise ValueError(f"{names[0]} has {len(a)} {noun} but {names[1]} has {len(b)}")
 
 
-def _label_pair(
+def label_pair(
     a: ArrayLike, b: ArrayLike, n_classes: int | None = None, names=("y_true", "y_pred")
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check two equal-length label arrays; returns both as (N,) int64."""
-    a, b = _labels(names[0], a, n_classes), _labels(names[1], b, n_classes)
+    a, b = checked_labels(names[0], a, n_classes), checked_labels(names[1], b, n_classes)
     _same_length(names, a, b, "labels")
     return a, b
 
 
-def _flag_pair(correct_a: ArrayLike, correct_b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def flag_pair(correct_a: ArrayLike, correct_b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Check two equal-length (N,) arrays of bools (or 0/1); returns both as bool."""
     flags = []
     for name, values in (("correct_a", correct_a), ("correct_b", correct_b)):
@@ -56,7 +56,7 @@ def _flag_pair(correct_a: ArrayLike, correct_b: ArrayLike) -> tuple[np.ndarray, 
     return flags[0], flags[1]
 
 
-def _values(name: str, values: ArrayLike) -> np.ndarray:
+def checked_values(name: str, values: ArrayLike) -> np.ndarray:
     """Return `values` as a non-empty, finite (N,) float64 array."""
     array = np.asarray(values, dtype=np.float64)
     if array.ndim != 1 or array.size == 0:
@@ -66,26 +66,28 @@ def _values(name: str, values: ArrayLike) -> np.ndarray:
     return array
 
 
-def _scores(name: str, scores: ArrayLike, y_true: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+def checked_scores(
+    name: str, scores: ArrayLike, y_true: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
     """Check finite (N, K) float scores against (N,) labels below K."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
         raise ValueError(f"{name} must be 2-D (N images, K classes), got shape {scores.shape}")
     if not np.isfinite(scores).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    y_true = _labels("y_true", y_true, scores.shape[1])
+    y_true = checked_labels("y_true", y_true, scores.shape[1])
     if scores.shape[0] != y_true.size:
         raise ValueError(f"{name} has {scores.shape[0]} rows but y_true has {y_true.size} labels")
     return scores, y_true
 
 
-def _level(level: float) -> float:
+def checked_level(level: float) -> float:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
     return float(level)
 
 
-def _positive_int(name: str, value: int) -> int:
+def positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)

@@ -24,12 +24,12 @@ from cellclass.metrics._calibration import (
     softmax,
 )
 from cellclass.metrics._inputs import (
-    _flag_pair,
-    _label_pair,
-    _labels,
-    _level,
-    _positive_int,
-    _values,
+    checked_labels,
+    checked_level,
+    checked_values,
+    flag_pair,
+    label_pair,
+    positive_int,
 )
 
 __all__ = [
@@ -99,7 +99,7 @@ def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     ----------
     y_true, y_pred : (N,) ndarray of int
     """
-    y_true, y_pred = _label_pair(y_true, y_pred)
+    y_true, y_pred = label_pair(y_true, y_pred)
     return float(np.mean(y_true == y_pred))
 
 
@@ -122,7 +122,7 @@ def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> np
     (K, K) ndarray of int64
         ``matrix[i, j]`` = number of images of true class i predicted as class j.
     """
-    y_true, y_pred = _label_pair(y_true, y_pred, n_classes)
+    y_true, y_pred = label_pair(y_true, y_pred, n_classes)
     return _confusion(y_true, y_pred, n_classes)
 
 
@@ -167,7 +167,7 @@ def wilson_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, floa
     if int(k) != k or int(n) != n or n < 1 or not 0 <= k <= n:
         raise ValueError(f"need integers 0 <= k <= n and n >= 1, got k={k}, n={n}")
     interval = stats.binomtest(int(k), int(n)).proportion_ci(
-        confidence_level=_level(level), method="wilson"
+        confidence_level=checked_level(level), method="wilson"
     )
     return float(interval.low), float(interval.high)
 
@@ -186,7 +186,7 @@ def mean_interval(values: ArrayLike, *, level: float = 0.95) -> tuple[float, flo
     (mean, low, high) : tuple of float
         With a single value the interval is undefined: ``(v, nan, nan)``.
     """
-    values, level = _values("values", values), _level(level)
+    values, level = checked_values("values", values), checked_level(level)
     mean = float(values.mean())
     if values.size == 1:
         return mean, float("nan"), float("nan")
@@ -208,7 +208,7 @@ def summarize(values: ArrayLike) -> dict[str, float]:
         ``"n"`` (int), ``"mean"``, ``"sd"`` (ddof=1), ``"ci_low"``, ``"ci_high"`` (95 % t
         interval), ``"min"``, ``"max"``; sd and the interval are NaN when n = 1.
     """
-    values = _values("values", values)
+    values = checked_values("values", values)
     mean, low, high = mean_interval(values)
     sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
     summary = {"n": int(values.size), "mean": mean, "sd": sd, "ci_low": low, "ci_high": high}
@@ -230,7 +230,7 @@ def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike) -> dict:
         ``"statistic"``: min(b01, b10); ``"p_value"``: the two-sided exact binomial
         ``min(1, 2 P(Binom(b01 + b10, 1/2) <= statistic))``, 1.0 with no discordant pairs.
     """
-    a, b = _flag_pair(correct_a, correct_b)
+    a, b = flag_pair(correct_a, correct_b)
     b01, b10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
     statistic, p_value = min(b01, b10), 1.0
     if b01 + b10 > 0:
@@ -251,9 +251,9 @@ def cohen_kappa(labels_a: ArrayLike, labels_b: ArrayLike, n_classes: int | None 
         Defaults to the largest label + 1.
     """
     names = ("labels_a", "labels_b")
-    a, b = _label_pair(labels_a, labels_b, names=names)
+    a, b = label_pair(labels_a, labels_b, names=names)
     n_classes = int(max(a.max(), b.max())) + 1 if n_classes is None else n_classes
-    a, b = _label_pair(a, b, n_classes, names=names)
+    a, b = label_pair(a, b, n_classes, names=names)
     table = _confusion(a, b, n_classes) / a.size  # (K, K) joint proportions
     if table.sum(axis=1) @ table.sum(axis=0) == 1.0:  # one class only: chance agreement is 1
         return float("nan")
@@ -287,8 +287,8 @@ def bootstrap_difference(
     dict
         ``"difference"`` (observed), ``"ci_low"``, ``"ci_high"``.
     """
-    a, b = _flag_pair(correct_a, correct_b)
-    n_boot, level = _positive_int("n_boot", n_boot), _level(level)
+    a, b = flag_pair(correct_a, correct_b)
+    n_boot, level = positive_int("n_boot", n_boot), checked_level(level)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {rng!r}"
@@ -311,7 +311,7 @@ def empirical_p_value(observed: float, null_values: ArrayLike) -> float:
     null_values : (M,) ndarray of float
         The statistic under the null hypothesis, e.g. from label-shuffled runs.
     """
-    null_values = _values("null_values", null_values)
+    null_values = checked_values("null_values", null_values)
     if not np.isfinite(observed):
         raise ValueError(f"observed must be a finite number, got {observed}")
     return float((1 + np.sum(null_values >= observed)) / (1 + null_values.size))
@@ -334,7 +334,7 @@ def welch_t_test(a: ArrayLike, b: ArrayLike, *, level: float = 0.95) -> dict[str
         (two-sided), ``"ci_low"``, ``"ci_high"``. When both groups have zero variance the
         test is undefined and all but the difference are NaN.
     """
-    a, b, level = _values("a", a), _values("b", b), _level(level)
+    a, b, level = checked_values("a", a), checked_values("b", b), checked_level(level)
     if a.size < 2 or b.size < 2:
         raise ValueError(f"welch_t_test needs >= 2 values per group, got {a.size} and {b.size}")
     var_a, var_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size  # squared standard errors
@@ -368,7 +368,7 @@ def agreement(predictions: ArrayLike) -> np.ndarray:
     if predictions.ndim != 2:
         raise ValueError(f"predictions must be 2-D (runs, images), got shape {predictions.shape}")
     n_runs, n_images = predictions.shape
-    predictions = _labels("predictions", predictions.ravel()).reshape(n_runs, n_images)
+    predictions = checked_labels("predictions", predictions.ravel()).reshape(n_runs, n_images)
     n_labels = int(predictions.max()) + 1
     codes = predictions + n_labels * np.arange(n_images)  # (R, N) unique per (image, label)
     counts = np.bincount(codes.ravel(), minlength=n_labels * n_images)

@@ -34,16 +34,24 @@ from cellclass.data.cache import (
 from cellclass.data.folders import FolderError, FolderIndex, scan_folder
 from cellclass.explain.probes import load_temperatures
 from cellclass.figures import plots as figures
+from cellclass.progress import Observer
 from cellclass.report.findings import comparison_sentences, study_findings
-from cellclass.report.html import _data_table, _ensembles, _flatten, _human_comparisons, _render
+from cellclass.report.html import (
+    data_table,
+    ensemble_rows,
+    flatten_settings,
+    human_comparisons,
+    render_report,
+)
 from cellclass.report.sections import (
-    _explain,
-    _figure,
-    _place_beside_panels,
-    _pooled_figures,
     calibrated_rows,
+    embedded_figure,
+    explain_entries,
+    place_beside_panels,
+    pooled_figures,
 )
 from cellclass.summary import model_comparisons
+from cellclass.training import prepare_data
 
 __all__ = [
     "ReportWarning",
@@ -204,7 +212,7 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
         parts += _collapse_notes(data.runs)
         caption = "; ".join(parts)
         caption = caption[0].upper() + caption[1:] + "."  # capitalize() would lower the names
-        entries.append(_figure(path, BOXPLOT_TITLE, caption))
+        entries.append(embedded_figure(path, BOXPLOT_TITLE, caption))
     epochs = [row for row in data.epochs if not row["control"]]  # control runs: chance only
     for metric in ("accuracy", "loss"):
         if any(math.isfinite(row.get(metric, math.nan)) for row in epochs):
@@ -216,7 +224,7 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
                 "memorisation; the scale is cut at the runs' typical values, so a diverging "
                 "run's outliers do not flatten the others.",
             }[metric]
-            entries.append(_figure(path, f"Training curves: {metric}", caption))
+            entries.append(embedded_figure(path, f"Training curves: {metric}", caption))
     controls = [
         dict(row, model=f"{row['model']} (shuffled labels)")
         for row in data.epochs
@@ -230,7 +238,7 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
             "Runs trained on shuffled labels learn nothing real: how fast their training "
             "accuracy rises is how fast pure memorisation goes; their test accuracy is chance."
         )
-        entries.append(_figure(path, "Real vs shuffled-label runs", caption))
+        entries.append(embedded_figure(path, "Real vs shuffled-label runs", caption))
     return entries
 
 
@@ -280,7 +288,11 @@ def _preview_figure(data: Results, out: Path, rng, notes: list) -> list[dict]:
     except (OSError, FolderError, BadImagesError) as error:
         notes.append(f"Preview of the training images left out: {error}")
         return []
-    return [_figure(path, "Training images", "After the loading and normalisation the model sees.")]
+    return [
+        embedded_figure(
+            path, "Training images", "After the loading and normalisation the model sees."
+        )
+    ]
 
 
 def _panel_figures(
@@ -307,7 +319,7 @@ def _panel_figures(
                 title=f"{title}: {label}, run {rows[0]['run']} (median accuracy)",
             )
             entries.append(
-                _figure(
+                embedded_figure(
                     path,
                     f"{title} (run {rows[0]['run']}, the run of median test accuracy)",
                     "Green: right; red: wrong; % = "
@@ -389,7 +401,7 @@ def _test_sections(
             entries = []
             notes.append(f"Prediction panels of {label} left out: {error}")
         n_panels = len(entries)
-        entries += _pooled_figures(group, label, data.config["class_names"], out)
+        entries += pooled_figures(group, label, data.config["class_names"], out)
         sections.append(
             {"title": label, "dataset": dataset, "figures": entries, "n_panels": n_panels}
         )
@@ -428,8 +440,8 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     out = run_dir / "figures"
     notes: list[str] = []
     sections = _test_sections(data, out, rng, notes, temperatures)
-    explain = _explain(run_dir)
-    _place_beside_panels(sections, explain)
+    explain = explain_entries(run_dir)
+    place_beside_panels(sections, explain)
     overview = _overview_figures(data, out, rng)
     context = {
         "name": run_dir.resolve().name,  # "cellclass report ." names the folder
@@ -445,19 +457,19 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         "has_boxplot": bool(overview) and overview[0]["title"] == BOXPLOT_TITLE,
         "sections": sections,
         "notes": notes,
-        "data": _data_table(data.config),
-        "settings": _flatten(data.config.get("settings", {})),
-        "versions": _flatten(data.config.get("versions", {})),
-        "machine": _flatten(data.config.get("machine", {})),
+        "data": data_table(data.config),
+        "settings": flatten_settings(data.config.get("settings", {})),
+        "versions": flatten_settings(data.config.get("versions", {})),
+        "machine": flatten_settings(data.config.get("machine", {})),
         "n_runs": _count_runs(data, control=0),
         "n_control_runs": _count_runs(data, control=1),
-        "ensembles": _ensembles(run_dir),
+        "ensembles": ensemble_rows(run_dir),
         "comparisons": model_comparisons(run_dir),
-        "human": _human_comparisons(run_dir),
+        "human": human_comparisons(run_dir),
         "explain": explain,
     }
     path = run_dir / "report.html"
-    atomic_write_text(path, _render(context))
+    atomic_write_text(path, render_report(context))
     return path
 
 
@@ -467,9 +479,6 @@ def preview_folder(settings, out_path: str | os.PathLike, *, n_images: int = 25,
     settings : `cellclass.training.ExperimentSettings` whose ``train_dir`` is the
         folder and whose data options (image size, channels, normalisation, cache) are used.
     """
-    from cellclass.progress import Observer
-    from cellclass.training import prepare_data
-
     data = prepare_data(settings, Observer())
     return write_preview(
         data.train.index,

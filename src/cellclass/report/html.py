@@ -13,27 +13,27 @@ from cellclass import results
 from cellclass.summary import summary_table
 
 
-def _percent(value) -> str:
+def percent(value) -> str:
     """Jinja filter: 0.9612 -> "96.1 %"; NaN or None -> "–"."""
     if value is None or not math.isfinite(value):
         return "–"
     return f"{100 * value:.1f} %"
 
 
-def _flatten(data: dict, prefix: str = "") -> list[tuple[str, str]]:
+def flatten_settings(data: dict, prefix: str = "") -> list[tuple[str, str]]:
     """Nested settings as (dotted key, text) rows, in file order."""
     rows = []
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            rows += _flatten(value, f"{name}.")
+            rows += flatten_settings(value, f"{name}.")
         else:
             text = json.dumps(value) if isinstance(value, list | dict) else str(value)
             rows.append((name, "–" if value is None else text))
     return rows
 
 
-def _data_table(config: dict) -> dict:
+def data_table(config: dict) -> dict:
     """Images per class in the training folder and each test folder, with totals."""
     sets = {"train": config.get("train", {}), **config.get("tests", {})}
     rows = [
@@ -49,7 +49,7 @@ def _data_table(config: dict) -> dict:
     }
 
 
-def _render(context: dict) -> str:
+def render_report(context: dict) -> str:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("cellclass.report", "templates"),
         autoescape=True,
@@ -57,18 +57,18 @@ def _render(context: dict) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters["percent"] = _percent
+    environment.filters["percent"] = percent
     return environment.get_template("report.html.j2").render(context)
 
 
-def _ensembles(run_dir: Path) -> dict:
+def ensemble_rows(run_dir: Path) -> dict:
     """(model, dataset) -> ensemble accuracy and the p-value against control runs."""
     return {
         (row["model"], row["dataset"]): row for row in summary_table(run_dir) if "ensemble" in row
     }
 
 
-def _human_comparisons(run_dir: Path) -> list[dict]:
+def human_comparisons(run_dir: Path) -> list[dict]:
     """Every ``compare-*.json`` written by `cellclass compare`, newest last."""
     found = sorted(run_dir.glob("compare-*.json"), key=lambda p: p.stat().st_mtime)
     return [results.read_json(path) for path in found]

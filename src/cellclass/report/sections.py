@@ -1,8 +1,9 @@
 """Pieces of the HTML report that need no image loading (`cellclass.report.build` assembles them).
 
-Figure entries with the PNG embedded (`_figure`), the pooled confusion and calibration figures
-of one test set, prediction rows with temperature-scaled confidences (`calibrated_rows`), and
-the explain section with its per-test-set figures placed beside the prediction panels.
+Figure entries with the PNG embedded (`embedded_figure`), the pooled confusion and calibration
+figures of one test set, prediction rows with temperature-scaled confidences
+(`calibrated_rows`), and the explain section with its per-test-set figures placed beside the
+prediction panels.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import numpy as np
 
 from cellclass import results
 from cellclass.explain.probes import recalibrate
+from cellclass.explain.step import explain_section
 from cellclass.figures import plots as figures
 from cellclass.metrics import confusion_matrix, expected_calibration_error, reliability_bins
 
 __all__ = ["calibrated_rows"]
 
 
-def _figure(path: Path, title: str, caption: str, file: str | None = None) -> dict:
+def embedded_figure(path: Path, title: str, caption: str, file: str | None = None) -> dict:
     """A figure entry for the template, with the PNG embedded as a base64 data URI.
 
     file : where the PNG lies, relative to the results folder (default ``figures/<name>``).
@@ -52,7 +54,7 @@ def calibrated_rows(rows: list[dict], class_names: list[str], temperature: float
     return out
 
 
-def _pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list[dict]:
+def pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list[dict]:
     """Confusion matrix and reliability diagram of all (non-control) runs on one test set."""
     index = {name: i for i, name in enumerate(class_names)}
     unknown = sorted({r[key] for r in rows for key in ("true", "predicted")} - set(index))
@@ -69,7 +71,7 @@ def _pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list
         matrix, class_names, out / f"confusion-{results.file_slug(label)}.png", title=label
     )
     pooled = f"All images of {n_runs} run{'' if n_runs == 1 else 's'} pooled."
-    entries = [_figure(path, "Confusion matrix", pooled)]
+    entries = [embedded_figure(path, "Confusion matrix", pooled)]
     columns = [f"p_{name}" for name in class_names]
     probs = np.array([[r.get(column, math.nan) for column in columns] for r in rows])  # (N, K)
     if np.isfinite(probs).all():
@@ -80,21 +82,21 @@ def _pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list
             bins, ece, out / f"reliability-{results.file_slug(label)}.png", title=label
         )
         question = "Is “95 % confident” right 95 % of the time? Bars on the diagonal mean yes."
-        entries.append(_figure(path, "Calibration", f"{question} {pooled}"))
+        entries.append(embedded_figure(path, "Calibration", f"{question} {pooled}"))
     return entries
 
 
-def _explain(run_dir: Path) -> dict | None:
+def explain_entries(run_dir: Path) -> dict | None:
     """The attribution / calibration / fragility / confound section, when `cellclass explain`
     (or ``train --explain``) has run on this folder."""
     if not (run_dir / "explain" / "explain.json").is_file():
         return None
-    from cellclass.explain.step import explain_section
-
     section = explain_section(run_dir)
     figures = [
         {
-            **_figure(path, f["title"], f["caption"], str(path.relative_to(run_dir.resolve()))),
+            **embedded_figure(
+                path, f["title"], f["caption"], str(path.relative_to(run_dir.resolve()))
+            ),
             "dataset": f["dataset"],
         }
         for f in section["figures"]
@@ -103,7 +105,7 @@ def _explain(run_dir: Path) -> dict | None:
     return {"title": section["title"], "figures": figures, "notes": section["notes"]}
 
 
-def _place_beside_panels(sections: list[dict], explain: dict | None) -> None:
+def place_beside_panels(sections: list[dict], explain: dict | None) -> None:
     """Move the explain figures of one test set (attribution maps, adversarial examples) into
     that test set's section, right after its prediction panels; the rest stay in ``explain``."""
     if not explain:

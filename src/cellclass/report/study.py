@@ -24,8 +24,8 @@ from cellclass.checks import chance_levels
 from cellclass.figures import plots as figures
 from cellclass.report.build import read_results
 from cellclass.report.findings import study_findings
-from cellclass.report.html import _percent
-from cellclass.report.sections import _figure
+from cellclass.report.html import percent
+from cellclass.report.sections import embedded_figure
 
 __all__ = ["write_study_report"]
 
@@ -47,7 +47,7 @@ def _boxplot(run_dirs: dict, out: Path, rng) -> dict | None:
         "One point per run; dashed lines: chance (always answering the test set's most "
         "common class). Collapsed runs (constant output) sit on their chance line."
     )
-    return _figure(path, "Test accuracy over runs, per dataset", caption, "accuracy.png")
+    return embedded_figure(path, "Test accuracy over runs, per dataset", caption, "accuracy.png")
 
 
 def write_study_report(
@@ -93,7 +93,7 @@ def write_study_report(
                 "name": name,
                 "report": relative,
                 "findings": [f for f in findings if f.dataset == name],
-                "curves": _figure(curves, f"{name}: training curves", caption, str(curves))
+                "curves": embedded_figure(curves, f"{name}: training curves", caption, str(curves))
                 if curves.is_file()
                 else None,
             }
@@ -110,7 +110,7 @@ def write_study_report(
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    environment.filters["percent"] = _percent
+    environment.filters["percent"] = percent
     html = environment.get_template("study.html.j2").render(context)
     atomic_write_text(out_path, html)
     return out_path

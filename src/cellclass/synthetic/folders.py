@@ -27,7 +27,7 @@ import tifffile
 from PIL import Image
 
 from cellclass._files import atomic_path, atomic_write_text
-from cellclass.synthetic.rendering import MAX_VALUE, Phenotype, _render
+from cellclass.synthetic.rendering import MAX_VALUE, Phenotype, render_field
 
 __all__ = [
     "FORMATS",
@@ -88,7 +88,7 @@ def make_field(
         )
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
-    return _render((size, size), phenotype, strength, rng)
+    return render_field((size, size), phenotype, strength, rng)
 
 
 def _write_image(path: Path, image: np.ndarray, fmt: str) -> None:
@@ -169,7 +169,7 @@ def write_class_folders(
         name, first = job
         source = first // fields_per_source
         rng = np.random.default_rng([seed, stream, _CLASS_IDS[name], source])
-        strip = _render((size, size * fields_per_source), PHENOTYPES[name], strength, rng)
+        strip = render_field((size, size * fields_per_source), PHENOTYPES[name], strength, rng)
         for tile, path in enumerate(paths[name][first : first + fields_per_source]):
             _write_image(path, strip[:, tile * size : (tile + 1) * size], fmt)
 

@@ -1,7 +1,7 @@
 """How one synthetic field is drawn (`cellclass.synthetic.folders` builds the demo data on it).
 
 A `Phenotype` (what a class changes), the look shared by every field (`_Look`), the cells
-and their vesicles, the light they give, uneven illumination and the camera (`_render`).
+and their vesicles, the light they give, uneven illumination and the camera (`render_field`).
 """
 
 from dataclasses import dataclass, field
@@ -248,7 +248,7 @@ def _illumination(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarra
     return (1.0 + tilt) * (1.0 - rng.uniform(0, 0.2) * (x**2 + y**2) / 2)
 
 
-def _render(
+def render_field(
     shape: tuple[int, int], phenotype: Phenotype, strength: float, rng: np.random.Generator
 ) -> np.ndarray:
     """One field of ``shape`` (H, W) -> (H, W) uint16 with 12-bit values."""

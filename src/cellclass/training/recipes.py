@@ -42,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 
 from cellclass.data.normalization import NORMALIZATION_MODES
+from cellclass.models.cnn import MODELS
 from cellclass.training.augment import AugmentSettings
 
 OPTIMIZERS = ("adam", "adamw")
@@ -131,8 +132,6 @@ def _parse(key: str, text: str, kind: type):
 
 def check_recipe(recipe: Recipe) -> Recipe:
     """Return the recipe, or raise ValueError naming the first bad field."""
-    from cellclass.models.cnn import MODELS
-
     checks = [
         (recipe.model in MODELS, f"model {recipe.model!r}: choose one of {', '.join(MODELS)}"),
         (recipe.optimizer in OPTIMIZERS, f"optimizer: choose one of {', '.join(OPTIMIZERS)}"),
