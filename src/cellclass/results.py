@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import platform
@@ -132,6 +133,7 @@ def write_table(path: Path, columns: list[str], rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+FLAG_COLUMNS = frozenset({"control", "collapsed"})  # 0/1 columns: empty reads as 0
 NUMERIC_COLUMNS = frozenset(
     {
         "run",
@@ -158,8 +160,11 @@ NUMERIC_COLUMNS = frozenset(
 def read_table(path: Path) -> list[dict]:
     """Rows of a CSV as dicts; numeric columns (and ``p_<class>``) converted to int/float.
 
-    Text cells are returned as they were given to `write_table` (its spreadsheet-safety
-    ``'`` prefix removed).
+    Columns are typed by name, not by content, so a class called "01" stays "01". An empty
+    numeric cell reads as NaN, or 0 for the 0/1 flags (`FLAG_COLUMNS`: a run written before
+    a flag existed is not a control run). Text cells are returned as they were given to
+    `write_table` (its spreadsheet-safety ``'`` prefix removed). A missing file is an empty
+    table.
     """
     path = Path(path)
     if not path.is_file():
@@ -174,7 +179,11 @@ def _cell(column: str, text):
     if not isinstance(text, str):  # None for a short row, a list for a long one
         return text
     text = unescape_cell(text)
-    return _parse(text) if _is_numeric(column) else text
+    if not _is_numeric(column):
+        return text
+    if not text:  # a column added after this row was written, or a value not measured
+        return 0 if column in FLAG_COLUMNS else math.nan
+    return _parse(text)
 
 
 def _is_numeric(column: str) -> bool:

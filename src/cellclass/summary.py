@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from cellclass import results
-from cellclass.checks import chance_levels
-from cellclass.metrics import empirical_p_value, mcnemar_exact, summarize, welch_t_test
+from cellclass.checks import chance_levels, summary_rows
+from cellclass.metrics import empirical_p_value, mcnemar_exact, welch_t_test
 
 
 def summary_table(run_dir: str | Path) -> list[dict]:
     """Per (model, test set): n runs, mean, sd, 95 % CI, min and max test accuracy, and the
     accuracy of the runs' ensemble (mean probability over runs).
 
+    The numbers are `cellclass.checks.summary_rows`' (the 95 % interval clipped to [0, 1]).
     Each row also has ``chance`` (the test set's majority-class share: what a constant answer
     scores) and ``collapsed`` (runs whose training accuracy never left chance).
     With control runs (shuffled labels), each real row gains ``p_vs_control``, the empirical
@@ -31,24 +32,27 @@ def summary_table(run_dir: str | Path) -> list[dict]:
     config_path = Path(run_dir) / results.CONFIG_FILE
     chances = chance_levels(results.read_json(config_path) if config_path.is_file() else {})
     predictions = results.read_table(Path(run_dir) / results.PREDICTIONS_FILE)
+    groups = {(g["control"], g["model"], g["dataset"]): g for g in summary_rows(rows)}
     table = []
     for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
-        same = [r for r in rows if (r["model"], r["dataset"]) == (model, dataset)]
-        real = [r["accuracy"] for r in same if not r.get("control")]
-        control = [r["accuracy"] for r in same if r.get("control")]
         extra = {"chance": chances.get(dataset, chances[""])}
+        real, control = groups.get((0, model, dataset)), groups.get((1, model, dataset))
         if real:
-            stuck = sum(1 for r in same if not r.get("control") and r.get("collapsed") == 1)
-            entry = {"model": model, "dataset": dataset, **summarize(real), **extra}
-            entry["collapsed"] = stuck
+            entry = {**real, **extra}
+            del entry["control"]
             correct = ensemble_correct(predictions, model, dataset)
             entry["ensemble"] = float(correct.mean()) if len(correct) else float("nan")
             if control:
-                entry["p_vs_control"] = empirical_p_value(entry["mean"], control)
+                shuffled = [
+                    r["accuracy"]
+                    for r in rows
+                    if r.get("control") and (r["model"], r["dataset"]) == (model, dataset)
+                ]
+                entry["p_vs_control"] = empirical_p_value(entry["mean"], shuffled)
             table.append(entry)
         if control:
-            label = f"{model} (shuffled labels)"
-            table.append({"model": label, "dataset": dataset, **summarize(control), **extra})
+            numbers = {k: v for k, v in control.items() if k not in ("control", "collapsed")}
+            table.append({**numbers, "model": f"{model} (shuffled labels)", **extra})
     return table
 
 

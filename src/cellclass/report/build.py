@@ -12,7 +12,6 @@ Pieces that need no images are in `cellclass.report.sections`; rendering in `cel
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ import numpy as np
 from cellclass import results
 from cellclass._files import atomic_write_text
 from cellclass.checks import ReportWarning, chance_levels, find_warnings, summary_rows
-from cellclass.csv_cells import unescape_row
 from cellclass.data.cache import (
     BadImagesError,
     Preprocessing,
@@ -66,9 +64,6 @@ __all__ = [
 N_PANEL = 16  # images per prediction panel
 BOXPLOT_TITLE = "Test accuracy over runs"
 
-_TEXT_COLUMNS = ("model", "dataset", "split", "path", "true", "predicted")
-_INT_COLUMNS = ("run", "seed", "epoch", "n_images", "control", "collapsed")
-
 
 @dataclass(frozen=True)
 class Results:
@@ -79,29 +74,10 @@ class Results:
 
 
 # ---------------------------------------------------------------- reading
-def _read_csv(path: Path) -> list[dict]:
-    """Rows of a CSV file with typed columns; a missing file is an empty table.
-
-    Columns are typed by name, not by content, so a class called "01" stays "01".
-    Text columns stay str, count columns become int, every other column float (NaN if empty);
-    a missing ``control`` column reads as 0.
-    """
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [_typed(unescape_row(row)) for row in csv.DictReader(handle)]
-
-
-def _typed(row: dict) -> dict:
-    out = {"control": 0} if "run" in row else {}
-    for key, value in row.items():
-        if key in _TEXT_COLUMNS:
-            out[key] = value
-        elif key in _INT_COLUMNS:
-            out[key] = int(float(value)) if value else 0
-        else:
-            out[key] = float(value) if value else math.nan
-    return out
+def _read_rows(path: Path) -> list[dict]:
+    """`results.read_table`, with ``control`` 0 for runs written before control runs existed."""
+    rows = results.read_table(path)
+    return [{"control": 0, **row} if "run" in row else row for row in rows]
 
 
 def read_results(run_dir: str | os.PathLike) -> Results:
@@ -120,7 +96,7 @@ def read_results(run_dir: str | os.PathLike) -> Results:
             "(run `cellclass train` first, or point at the folder it wrote)"
         )
     tables = {
-        name: _read_csv(run_dir / f"{name}.csv") for name in ("runs", "epochs", "predictions")
+        name: _read_rows(run_dir / f"{name}.csv") for name in ("runs", "epochs", "predictions")
     }
     return Results(config=results.read_json(config_path), **tables)
 
