@@ -74,3 +74,43 @@ def test_rows_of_a_file_backed_store_are_read_exactly_and_not_mapped(tmp_path):
         for start in range(0, 64, 8):
             read_rows(store, np.arange(start, start + 8))
         assert _rss_file_mb() - before < 16  # 64 MB read, nothing of it mapped
+
+
+def _images(tmp_path, n=3):
+    from PIL import Image
+
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((16, 16), 40 * i + 10, dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_a_damaged_pixel_cache_is_rebuilt_with_a_warning_naming_it(tmp_path):
+    from cellclass.data.preprocessing import Preprocessing
+
+    paths, prep, where = _images(tmp_path), Preprocessing(image_size=16), tmp_path / "cache"
+    expected = np.array(cache.load_store(paths, prep, cache_dir=where).pixels)
+    (stored,) = where.iterdir()
+    (stored / "pixels.npy").write_bytes((stored / "pixels.npy").read_bytes()[:200])  # truncated
+    with pytest.warns(UserWarning, match=f"pixel cache {stored} is damaged"):
+        again = cache.load_store(paths, prep, cache_dir=where)
+    np.testing.assert_array_equal(np.array(again.pixels), expected)
+    assert [p.name for p in where.iterdir()] == [stored.name]  # rebuilt in place, nothing left
+
+
+def test_a_cache_that_stays_unreadable_is_a_one_line_error_saying_what_to_delete(
+    tmp_path, monkeypatch
+):
+    from cellclass.data.preprocessing import Preprocessing
+
+    paths, prep, where = _images(tmp_path), Preprocessing(image_size=16), tmp_path / "cache"
+    cache.load_store(paths, prep, cache_dir=where)
+    (stored,) = where.iterdir()
+    (stored / "meta.json").write_text("{")  # and every rebuild comes out unreadable too
+    monkeypatch.setattr(cache, "_build_store", lambda folder, *a, **k: None)
+    with pytest.warns(UserWarning), pytest.raises(cache.CacheError) as error:
+        cache.load_store(paths, prep, cache_dir=where)
+    assert str(stored) in str(error.value) and "delete that folder" in str(error.value)
+    assert "\n" not in str(error.value)

@@ -496,3 +496,34 @@ def test_a_foreign_checkpoint_is_named_not_averaged(tmp_path):
     shutil.copy(other / "models" / "run-00.pt", out / "models" / "run-07.pt")
     with pytest.raises(ValueError, match=r"run-07\.pt: class_names .* another experiment"):
         predict_paths(out, [ours])
+
+
+@pytest.mark.parametrize(
+    ("flag", "where", "expected"),
+    [
+        ("--out", "afile", "--out {tmp}/afile is a file; give a folder for the results"),
+        ("--out", "afile/run", "--out {tmp}/afile/run: {tmp}/afile is not a folder"),
+        (
+            "--cache-dir",
+            "afile/cache",
+            "--cache-dir {tmp}/afile/cache: {tmp}/afile is not a folder",
+        ),
+    ],
+)
+def test_an_output_that_cannot_be_a_folder_is_one_line_before_any_decoding(
+    tmp_path, capsys, monkeypatch, flag, where, expected
+):
+    """Issue 17, point 9: ``--out`` naming a file ended in a NotADirectoryError traceback."""
+    train = make_class_tree(tmp_path / "train", {"Control": 4, "Treated": 4})
+    (tmp_path / "afile").write_text("mine")
+    paths = {"--out": str(tmp_path / "run"), "--cache-dir": str(tmp_path / "cache")}
+    paths[flag] = str(tmp_path / where)
+    monkeypatch.setattr("cellclass.training.experiment.prepare_data", _never_called)
+    argv = ["--quiet", "train", str(train), "--out", paths["--out"]]
+    assert main([*argv, "--cache-dir", paths["--cache-dir"]]) == 2
+    assert _one_error_line(capsys) == f"cellclass: error: {expected.format(tmp=tmp_path)}"
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("images were decoded before the output folder was checked")

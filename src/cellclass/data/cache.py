@@ -24,6 +24,7 @@ import json
 import mmap
 import os
 import shutil
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,7 @@ __all__ = [
     "RELEASE_BYTES",
     "STORE_VERSION",
     "BadImagesError",
+    "CacheError",
     "PixelStore",
     "Preprocessing",
     "default_cache_dir",
@@ -127,7 +129,22 @@ def load_store(
         _build_store(folder, paths, prep, workers=workers, progress=progress)
     elif progress is not None:
         progress(len(paths))
-    store = _open_store(folder, paths)
+    try:
+        store = _open_store(folder, paths)
+    except _DAMAGED as error:  # a truncated or edited cache: it only holds decoded copies
+        warnings.warn(
+            f"pixel cache {folder} is damaged ({_reason(error)}); decoding the images again",
+            stacklevel=2,
+        )
+        _discard(folder)
+        _build_store(folder, paths, prep, workers=workers, progress=None)
+        try:
+            store = _open_store(folder, paths)
+        except _DAMAGED as again:
+            raise CacheError(
+                f"pixel cache {folder} cannot be read ({_reason(again)}); delete that folder "
+                "(it only holds decoded copies of your images) or pass another --cache-dir"
+            ) from None
     if store.bad and not skip_bad:
         raise BadImagesError(list(store.bad))
     return store
@@ -237,11 +254,37 @@ def _publish(tmp: Path, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # an identical store already exists
 
 
+class CacheError(ValueError):
+    """A pixel cache folder that cannot be read even after decoding the images again."""
+
+
+# what a damaged store raises while opening: truncated .npy (ValueError: "mmap length is
+# greater than file size"), bad JSON, missing keys or files, a row count that differs
+_DAMAGED = (OSError, ValueError, KeyError, IndexError, TypeError)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def _discard(folder: Path) -> None:
+    """Move a damaged store aside and delete it (a reader holding its map keeps its copy)."""
+    trash = folder.with_name(f"{folder.name}.damaged-{os.getpid()}")
+    try:
+        os.replace(folder, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _open_store(folder: Path, paths: list[Path]) -> PixelStore:
     meta = json.loads((folder / "meta.json").read_text())
     pixels = np.load(folder / "pixels.npy", mmap_mode="r")
     low, high = np.load(folder / "low.npy"), np.load(folder / "high.npy")
     ok = np.array(meta["ok"], dtype=bool)
+    if not len(ok) == len(paths) == len(pixels) == len(low) == len(high):
+        raise ValueError(f"{len(pixels)} stored images for {len(paths)} files")
     bad = tuple((paths[i], meta["bad"][str(meta["paths"][i])]) for i in np.flatnonzero(~ok))
     if not ok.all():
         keep = np.flatnonzero(ok)

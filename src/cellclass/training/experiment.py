@@ -10,6 +10,7 @@ from the runs it finished (``resume=True``).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -111,6 +112,11 @@ def check_leakage(
 
 def _check_output(out: Path, settings: ExperimentSettings, resume: bool) -> None:
     config = out / results.CONFIG_FILE
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {out} is a file; give a folder for the results")
+    for flag, folder in (("--out", out), ("--cache-dir", settings.cache_dir)):
+        if folder:
+            _check_writable(flag, Path(folder))
     if resume:
         if not config.is_file():
             raise ExperimentError(f"--resume: {out} holds no experiment (no config.json)")
@@ -126,6 +132,15 @@ def _check_output(out: Path, settings: ExperimentSettings, resume: bool) -> None
         raise ExperimentError(
             f"{out} already exists; choose a new --out, or pass --resume to continue it"
         )
+
+
+def _check_writable(flag: str, folder: Path) -> None:
+    """Fail before decoding anything when ``folder`` (made or not yet) cannot be written."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ExperimentError(f"{flag} {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExperimentError(f"{flag} {folder}: {existing} is not writable; choose another folder")
 
 
 def check_same_data(out: Path, settings, data: ExperimentData, observer: Observer) -> None:
