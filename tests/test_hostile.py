@@ -32,7 +32,7 @@ from cellclass.data.images import (
     read_image,
 )
 from cellclass.figures.plots import confusion_figure, preview_grid
-from cellclass.progress import Observer
+from cellclass.progress import Observer, WarningObserver
 from cellclass.training import ExperimentError, ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
@@ -238,6 +238,23 @@ def test_resume_with_the_same_data_goes_on(tmp_path: Path):
     out = Path(run_experiment(settings))
     run_experiment(replace(settings, runs=2), resume=True)
     assert [r["run"] for r in results.read_table(out / results.RUNS_FILE)] == [0, 1]
+
+
+def test_config_records_the_command_line_and_the_chunk_budget(tmp_path, monkeypatch):
+    """Issue 17, point 18: CELLCLASS_CHUNK_BYTES changes the weights; a resume under another
+    budget says so."""
+    train = make_class_tree(tmp_path / "train", {"Control": 8, "Treated": 8})
+    settings = _experiment(tmp_path, train, runs=1)
+    monkeypatch.setenv("CELLCLASS_CHUNK_BYTES", "123456")
+    monkeypatch.setattr("sys.argv", ["/usr/bin/cellclass", "train", "my data", "--runs", "1"])
+    out = Path(run_experiment(settings))
+    config = results.read_json(out / results.CONFIG_FILE)
+    assert config["command"] == "cellclass train 'my data' --runs 1"
+    assert config["chunking"] == {"budget_bytes": 123456, "set_by": "CELLCLASS_CHUNK_BYTES=123456"}
+    monkeypatch.setenv("CELLCLASS_CHUNK_BYTES", "0")
+    observer = WarningObserver()
+    with pytest.warns(UserWarning, match="trained with CPU chunks of 123456 bytes"):
+        run_experiment(replace(settings, runs=2), resume=True, observer=observer)
 
 
 # ---------------------------------------------------------------- settings

@@ -67,6 +67,14 @@ def chunk_images(model: nn.Module, image_size: int, device: torch.device) -> int
     return max(1, budget // per_image)
 
 
+def chunk_setting() -> dict:
+    """What sets the chunk budget on this machine, for config.json: chunks change how sums
+    are split, so the same seed gives (slightly) different weights with another budget."""
+    text = os.environ.get(BUDGET_VARIABLE, "").strip()
+    source = f"{BUDGET_VARIABLE}={text}" if text else "last-level cache"
+    return {"budget_bytes": _budget(), "set_by": source}
+
+
 def _budget() -> int:
     text = os.environ.get(BUDGET_VARIABLE, "").strip()
     if not text:

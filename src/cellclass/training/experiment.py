@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shlex
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from cellclass.inspection.dataset import find_leakage, leakage_message
 from cellclass.models.baselines import BaselineSettings
 from cellclass.progress import Observer
 from cellclass.training.baseline_runs import run_baseline_jobs
+from cellclass.training.chunks import chunk_setting
 from cellclass.training.executors import run_jobs
 from cellclass.training.jobs import ExperimentData, experiment_jobs
 from cellclass.training.recipes import Recipe
@@ -172,6 +175,13 @@ def check_same_data(out: Path, settings, data: ExperimentData, observer: Observe
     for label, norm in _normalizations(settings, data).items():
         if label in saved_norm and saved_norm[label] != norm:
             changes.append(f"normalisation of {label!r} changed (refitted on the training pixels)")
+    chunking = config.get("chunking")
+    if chunking and chunking["budget_bytes"] != chunk_setting()["budget_bytes"]:
+        observer.message(
+            f"warning: {out} was trained with CPU chunks of {chunking['budget_bytes']} bytes "
+            f"({chunking['set_by']}), this machine uses {chunk_setting()['budget_bytes']}: the "
+            f"remaining runs' weights will differ slightly from what the same seeds gave there"
+        )
     if changes:
         raise ExperimentError(
             f"cannot resume {out}: {'; '.join(changes)}; resume with the files it was started "
@@ -221,6 +231,8 @@ def write_config(out: Path, settings, data: ExperimentData, *, leakage=()) -> No
         "precision": {  # training autocast per recipe, as "auto" chose it on this machine
             recipe.label: _precision_name(settings, recipe) for recipe in settings.recipes
         },
+        "chunking": chunk_setting(),  # CPU forward-pass chunks: they change the sums
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # as it was run
         "leakage": list(leakage),
     }
     results.write_json(out / results.CONFIG_FILE, config)
