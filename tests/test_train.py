@@ -13,6 +13,7 @@ from cellclass.training.train import (
     evaluate,
     gather_batch,
     make_optimizer,
+    mix_batch,
     train_run,
 )
 
@@ -174,3 +175,30 @@ def test_a_run_leaves_the_callers_random_state_alone_and_ignores_it():
         runs.append(train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=3))
         assert torch.equal(torch.rand(3), expected)
     assert [r.loss for r in runs[0].epochs] == [r.loss for r in runs[1].epochs]
+
+
+def test_mixup_blends_images_and_labels_by_one_weight_the_first_image_dominating():
+    x = torch.rand(6, 1, 8, 8)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    mixed, soft = mix_batch(x, y, 3, 0.4, torch.Generator().manual_seed(0))
+    assert soft.shape == (6, 3) and torch.allclose(soft.sum(1), torch.ones(6))
+    assert torch.equal(soft.argmax(1), y) or soft.max() == 1  # own class dominates (or no mix)
+    weight = float(soft.max(1).values.min())  # rows mixed with their own class hold 1
+    assert 0.5 <= weight < 1
+    # each mixed image is weight * itself + (1 - weight) * some image of the batch
+    others = (mixed - weight * x) / max(1 - weight, 1e-6)
+    for i in range(6):
+        assert any(torch.allclose(others[i], x[j], atol=1e-4) for j in range(6))
+    again = mix_batch(x, y, 3, 0.4, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], mixed) and torch.equal(again[1], soft)  # seeded
+
+
+def test_mixup_trains_reproducibly_and_still_learns():
+    train, val = _splits()
+    recipe = replace(STRONG, epochs=8, batch_size=10, warmup_epochs=1, tta=False, mixup=0.4)
+    a = train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=1)
+    b = train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=1)
+    plain = train_run(train, [val], replace(recipe, mixup=0.0), norm=NORM, n_classes=2, seed=1)
+    assert [r.loss for r in a.epochs] == [r.loss for r in b.epochs]
+    assert [r.loss for r in a.epochs] != [r.loss for r in plain.epochs]
+    assert a.final["val"].accuracy >= 0.9

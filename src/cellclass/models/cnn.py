@@ -115,6 +115,9 @@ class ImageStandardize(nn.Module):
         return (x - mean) / torch.sqrt(var + self.eps**2)
 
 
+FINE_STEM = 16  # channels of the full-resolution layer of ``Compact(fine=True)``
+
+
 class Compact(nn.Module):
     """A small modern CNN for microscopy phenotypes: per-image standardisation, BatchNorm,
     early downsampling, global average pooling.
@@ -137,12 +140,17 @@ class Compact(nn.Module):
         widths=(24, 32, 64, 128),
         dropout=0.2,
         standardize: bool = True,
+        fine: bool = False,
     ):
         super().__init__()
         stem, first, second, third = widths
         layers = [ImageStandardize()] if standardize else []
-        conv, norm, relu = _conv_bn(in_channels, stem, stride=2, kernel=5)
-        layers += [conv, nn.MaxPool2d(2), norm, relu]  # pool first: BN and ReLU on 1/4 of it
+        if fine:  # full-resolution features first: puncta and cracks a pixel or two wide
+            layers += _conv_bn(in_channels, FINE_STEM, kernel=3) + [nn.MaxPool2d(2)]
+            layers += _conv_bn(FINE_STEM, stem, kernel=3) + [nn.MaxPool2d(2)]
+        else:
+            conv, norm, relu = _conv_bn(in_channels, stem, stride=2, kernel=5)
+            layers += [conv, nn.MaxPool2d(2), norm, relu]  # pool first: BN and ReLU on 1/4
         layers += _conv_bn(stem, first) + _conv_bn(first, first) + [nn.MaxPool2d(2)]
         layers += _conv_bn(first, second) + _conv_bn(second, second) + [nn.MaxPool2d(2)]
         layers += _conv_bn(second, third) + _conv_bn(third, third)
@@ -173,6 +181,11 @@ MODELS: dict[str, ModelSpec] = {
         "compact",
         "small modern CNN: BatchNorm, early downsampling, global average pooling",
         lambda c, k, s: Compact(c, k),
+    ),
+    "compact-fine": ModelSpec(
+        "compact-fine",
+        "compact with a full-resolution stem (3x3 convs before each of its first two pools)",
+        lambda c, k, s: Compact(c, k, fine=True),
     ),
 }
 

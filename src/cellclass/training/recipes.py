@@ -63,6 +63,7 @@ class Recipe:
     warmup_epochs: float = 0.0  # linear warm-up from 0 to the peak learning rate
     schedule: str = "constant"  # "constant", or "cosine" decay to 0 after the warm-up
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    mixup: float = 0.0  # mixup's Beta(a, a) parameter: pairs of images and labels blended; 0 off
     augment: AugmentSettings = field(default_factory=AugmentSettings)  # training-time only
     select: str = "last"  # weights kept: "last" epoch, or "best" validation accuracy
     tta: bool = False  # final predictions averaged over the 8 dihedral transforms
@@ -139,6 +140,7 @@ def check_recipe(recipe: Recipe) -> Recipe:
         (recipe.select in SELECTIONS, f"select: choose one of {', '.join(SELECTIONS)}"),
         (recipe.epochs > 0 and recipe.batch_size > 0, "epochs and batch_size must be positive"),
         (0 <= recipe.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        (recipe.mixup >= 0, "mixup must be 0 (off) or more"),
         (0 < recipe.augment.crop <= 1, "augment.crop must be in (0, 1]"),
         (
             recipe.normalize in NORMALIZATION_MODES,
