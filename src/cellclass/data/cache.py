@@ -159,8 +159,9 @@ def _store_key(digests: Sequence[bytes], prep: Preprocessing) -> str:
 
 
 def file_digests(paths: Sequence[Path], *, workers: int | None = None) -> list[bytes]:
-    """A content digest of each file (BLAKE2b of its bytes), in the order of ``paths``; an
-    unreadable file gets a digest of its path and the error instead.
+    """A content digest of each file (BLAKE2b of its bytes; of its files' names and bytes for
+    a folder image such as OME-Zarr), in the order of ``paths``; an unreadable file gets a
+    digest of its path and the error instead.
 
     What the pixel store is keyed by, and what an experiment's data fingerprint is made of.
     """
@@ -172,6 +173,12 @@ def file_digests(paths: Sequence[Path], *, workers: int | None = None) -> list[b
 
 def _file_digest(path: Path) -> bytes:
     try:
+        if path.is_dir():  # an image stored as a folder (OME-Zarr): every file's name and bytes
+            digest = hashlib.blake2b()
+            for inner in sorted(p for p in path.rglob("*") if p.is_file()):
+                digest.update(inner.relative_to(path).as_posix().encode() + b"\0")
+                digest.update(_file_digest(inner))
+            return digest.digest()
         with open(path, "rb") as handle:
             return hashlib.file_digest(handle, "blake2b").digest()
     except OSError as error:

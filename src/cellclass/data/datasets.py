@@ -1,14 +1,18 @@
 """A class-folder tree, scanned and decoded: the unit an experiment trains and tests on.
 
 Each dataset carries a fingerprint of its files (`folder_fingerprint`): config.json records it,
-and a resumed experiment compares it (`fingerprint_changes`) to refuse data that changed.
+and a resumed experiment compares it (`fingerprint_changes`) to refuse data that changed. It also
+carries the pixel sizes its images record (`folder_pixel_sizes`), for config.json too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import numpy as np
 
 from cellclass.data.cache import PixelStore, Preprocessing, file_digests, load_store
 from cellclass.data.folders import FolderIndex, scan_folder
+from cellclass.data.images import ImageReadError, image_metadata
 from cellclass.progress import Observer
 
 
@@ -27,6 +32,12 @@ class Dataset:
     labels: np.ndarray  # (N,) int64 labels aligned with store rows
     groups: list[str]  # provenance group of each store row
     fingerprint: dict = field(default_factory=dict)  # the files' `folder_fingerprint`
+    pixel_size_um: list | None = None  # `folder_pixel_sizes` of the decoded files
+
+
+# Pixel sizes of one folder that differ by more than this fraction are warned about: the network
+# sees pixels, not micrometres, so a cell imaged at another magnification looks another size.
+PIXEL_SIZE_TOLERANCE = 0.03
 
 
 def load_dataset(
@@ -61,10 +72,16 @@ def load_dataset(
     for path, reason in store.bad:
         observer.message(f"skipped unreadable image {path}: {reason}")
     groups = [index.samples[i].group for i in rows]
-    data = Dataset(
-        name, index, store, index.labels[rows], groups, folder_fingerprint(index, digests)
-    )
+    fingerprint, pixel_sizes = folder_fingerprint(index, digests), folder_pixel_sizes(store.paths)
+    data = Dataset(name, index, store, index.labels[rows], groups, fingerprint, pixel_sizes)
     observer.message(describe(data))
+    if pixel_size_spread(pixel_sizes) > PIXEL_SIZE_TOLERANCE:
+        known = [(entry["y"], entry["x"]) for entry in pixel_sizes if entry["x"] is not None]
+        observer.message(
+            f"warning: {name}: the images of {index.root} have different pixel sizes "
+            f"({', '.join(f'{y:g} x {x:g}' for y, x in known)} um); the network sees pixels, "
+            "not micrometres: resample them to one pixel size or image at one magnification"
+        )
     return data
 
 
@@ -96,7 +113,44 @@ def dataset_info(data: Dataset) -> dict:
         "dtype": str(data.store.pixels.dtype),
         "channels": data.store.channels,
         "fingerprint": data.fingerprint,
+        "pixel_size_um": data.pixel_size_um,  # distinct (y, x) pixel sizes recorded by the files
     }
+
+
+def folder_pixel_sizes(paths: Sequence[Path]) -> list[dict] | None:
+    """The pixel sizes (micrometres) the image files record, as config.json keeps them.
+
+    Returns one ``{"y": um, "x": um, "n_images": n}`` per distinct size, most common first,
+    then ``{"y": None, "x": None, "n_images": n}`` for files that record none; None when no
+    file records a pixel size (PNG, JPEG, plain TIFF).
+    """
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        counts = Counter(pool.map(_pixel_size_or_none, paths))
+    if not any(size is not None for size in counts):
+        return None
+    order = sorted(counts, key=lambda size: (size is None, -counts[size], size or ()))
+    return [
+        {"y": size[0] if size else None, "x": size[1] if size else None, "n_images": counts[size]}
+        for size in order
+    ]
+
+
+def _pixel_size_or_none(path: Path) -> tuple[float, float] | None:
+    try:
+        return image_metadata(path)["pixel_size_um"]
+    except ImageReadError:  # decoded once already; metadata that cannot be read is unknown
+        return None
+
+
+def pixel_size_spread(sizes: list[dict] | None) -> float:
+    """Largest relative difference between the known pixel sizes of `folder_pixel_sizes`, per
+    axis (0.1: one image's pixels are 10 % larger than another's); 0 for one or no size."""
+    spread = 0.0
+    for axis in ("y", "x"):
+        values = [entry[axis] for entry in sizes or () if entry[axis] is not None]
+        if values:
+            spread = max(spread, max(values) / min(values) - 1)
+    return spread
 
 
 def folder_fingerprint(index: FolderIndex, digests: Sequence[bytes]) -> dict:

@@ -9,7 +9,9 @@ A training or test folder holds one subfolder per class::
 Class names are sorted, so the class map does not depend on the order the file system lists
 folders in. Test folders are mapped onto the training class map *by name*. Hidden and phantom
 entries (``.DS_Store``, AppleDouble ``._x.png``, ``__MACOSX/``, ``Thumbs.db``...) are ignored;
-non-image files are counted and reported, never loaded.
+non-image files are counted and reported, never loaded. An OME-Zarr image is a folder
+(``field1.ome.zarr``): inside a class folder it is one image, never a subfolder to walk; CZI,
+ND2 and LIF files are listed like any image (reading them needs the ``bioio`` extra).
 
 Every sample carries a *group*: the source field it came from. Splits made by cellclass keep a
 group on one side, so tiles or rotations of one field never straddle training and validation.
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cellclass.csv_cells import unescape_row
-from cellclass.data.images import IMAGE_EXTENSIONS
+from cellclass.data.images import BIOIO_EXTENSIONS, IMAGE_EXTENSIONS, is_image_path
 
 PHANTOM_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini", "ehthumbs.db"})
 MANIFEST_NAME = "manifest.csv"
@@ -115,9 +117,10 @@ def scan_folder(
     ignored = [p for p in entries if is_hidden(p)]
     loops = [p for p in entries if p.is_dir() and p.is_symlink() and p.resolve() == root]
     ignored += loops  # a class folder that is a link to the folder itself
-    class_dirs = [p for p in entries if p.is_dir() and not is_hidden(p) and p not in loops]
+    visible = [p for p in entries if not is_hidden(p) and p not in loops]
+    class_dirs = [p for p in visible if p.is_dir() and not is_image_path(p)]
     loose_files = [
-        p for p in entries if p.is_file() and not is_hidden(p) and p.name != MANIFEST_NAME
+        p for p in visible if (p.is_file() or is_image_path(p)) and p.name != MANIFEST_NAME
     ]
     if not class_dirs:
         raise FolderError(
@@ -134,9 +137,10 @@ def scan_folder(
         ignored.extend(skipped)
         non_images.extend(others)
         if not files:
+            supported = sorted(IMAGE_EXTENSIONS | BIOIO_EXTENSIONS)
             raise FolderError(
                 f"{class_dir}: class folder has no images (supported: "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+                f"{', '.join(supported)} files and .ome.zarr folders)"
             )
         label = class_map.index(class_dir.name)
         samples.extend(Sample(path, label, grouper(path)) for path in files)
@@ -151,7 +155,7 @@ def _refuse_parent_of_class_trees(root: Path, class_dirs: list[Path]) -> None:
     inner: dict[str, int] = {}
     for class_dir in class_dirs:
         children = [p for p in class_dir.iterdir() if not is_hidden(p)]
-        if not children or any(p.is_file() for p in children):
+        if not children or any(p.is_file() or is_image_path(p) for p in children):
             return
         for name in {p.name for p in children if p.is_dir()}:
             inner[name] = inner.get(name, 0) + 1
@@ -196,6 +200,8 @@ def _list_class_files(class_dir: Path, root: Path) -> tuple[list[Path], list[Pat
         for path in sorted(folder.iterdir(), key=lambda p: p.name):
             if is_hidden(path):
                 ignored.append(path)
+            elif is_image_path(path):
+                images.append(path)  # a file, or a folder that is one image (OME-Zarr)
             elif path.is_dir():
                 target = path.resolve()
                 inside = target == root or root in target.parents
@@ -204,8 +210,6 @@ def _list_class_files(class_dir: Path, root: Path) -> tuple[list[Path], list[Pat
                 else:
                     walked.add(target)
                     stack.append(path)
-            elif path.suffix.lower() in IMAGE_EXTENSIONS:
-                images.append(path)
             else:
                 others.append(path)
     return sorted(images), ignored, others

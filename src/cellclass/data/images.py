@@ -1,19 +1,36 @@
 """Read one image file into an (H, W, C) array with its metadata; normalise pixel values.
 
 PNG, JPEG and BMP are decoded by Pillow; TIFF (8/12/16-bit, float, multi-channel, multi-page,
-ImageJ/OME hyperstacks) by tifffile. Pixels keep their native dtype (uint8, uint16, float32):
-nothing is rescaled on reading, so 12-bit camera data stays 0..4095, and how values map to
-[0, 1] is chosen explicitly with a `Normalization`. An image larger than `max_image_pixels`
-is refused from its header, before any pixel is decoded. Normalisation lives in
+ImageJ/OME hyperstacks) by tifffile; an OME-Zarr folder (``name.ome.zarr``, NGFF 0.4 or 0.5)
+by zarr (extra ``ome``); Zeiss CZI, Nikon ND2 and Leica LIF files by bioio and its plugins
+(extra ``bioio``). Pixels keep their native dtype (uint8, uint16, float32): nothing is
+rescaled on reading, so 12-bit camera data stays 0..4095, and how values map to [0, 1] is
+chosen explicitly with a `Normalization`. An image larger than `max_image_pixels` is refused
+from its header, before any pixel is decoded. `image_metadata` reads axes, shape and the
+physical pixel size from the header alone. Normalisation lives in
 `cellclass.data.normalization` and writing in `cellclass.data.image_writing`; both are
 re-exported here.
+
+Axes. Channel axes (TIFF samples such as RGB, ImageJ/OME ``C``, NGFF ``c``, bioio ``C`` and
+``S``) become C; every other axis besides Y and X (Z, T, pages...) is flattened into pages, in
+the file's order (page = t * n_z + z), and `read_image`'s ``page`` picks one. A 3-D TIFF with no
+axis metadata (a plain multi-page TIFF, or an array saved without ImageJ/OME axes) is read by
+one rule, which warns (once per folder) whenever it has to guess:
+
+* (N, H, W) with N <= 8 and H, W > 8 N: N channels (channels first, e.g. (3, 512, 512));
+* (H, W, N) with N <= 8 and H, W > 8 N (stored as H pages of W x N): N channels (channels
+  last, e.g. (512, 512, 4) saved as a grey stack);
+* otherwise N pages; N > 8 pages of a larger image is taken as a stack without a warning.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import struct
+import threading
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +51,9 @@ from cellclass.data.normalization import (
 )
 
 __all__ = [
+    "BIOIO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "IMAGE_FOLDER_SUFFIXES",
     "MAX_IMAGE_PIXELS",
     "MAX_PIXELS_VARIABLE",
     "NORMALIZATION_MODES",
@@ -44,7 +63,9 @@ __all__ = [
     "effective_bit_depth",
     "fit_normalization",
     "image_meta",
+    "image_metadata",
     "image_percentiles",
+    "is_image_path",
     "max_image_pixels",
     "normalize",
     "parse_channels",
@@ -55,7 +76,11 @@ __all__ = [
     "write_image",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})  # files
+# Microscope vendor files, read through bioio (extra "bioio") with the plugin module named here.
+BIOIO_READERS = {".czi": "bioio_czi", ".nd2": "bioio_nd2", ".lif": "bioio_lif"}
+BIOIO_EXTENSIONS = frozenset(BIOIO_READERS)
+IMAGE_FOLDER_SUFFIXES = frozenset({".zarr"})  # a folder ``name.ome.zarr`` is one image (OME-Zarr)
 # Larger images are refused before decoding: a 21 KB TIFF can claim 100000 x 100000 pixels
 # (9.3 GiB), and an image to be resized to 256 px that large is a whole slide to tile first.
 MAX_IMAGE_PIXELS = 2**28  # 16384 x 16384 (width x height x planes decoded; channels free)
@@ -67,7 +92,19 @@ _PILLOW_FORMATS = ("PNG", "JPEG", "BMP")  # never let Pillow run other plugins (
 _PILLOW_DIRECT_MODES = {"1", "L", "LA", "RGB", "RGBA", "I", "F", "I;16", "I;16B", "I;16L"}
 _CHANNEL_AXES = "CS"  # tifffile axis codes read as channels: C channel, S samples (e.g. RGB)
 _GENERIC_AXES = "QI"  # tifffile codes for a stack of unknown meaning (may be channels-first)
-_MAX_CHANNELS_FIRST = 8  # a generic (C, H, W) stack with C <= 8 and H, W > 8 * C is channels
+_MAX_GUESSED_CHANNELS = 8  # a generic stack's axis of N <= 8 with H, W > 8 * N is channels
+_NGFF_CHANNEL_TYPES = ("channel",)  # NGFF axis types read as channels (besides the name "c")
+# Length units to micrometres: OME-XML symbols, NGFF (UDUNITS) names, ImageJ's spellings.
+_UM_PER_UNIT = {
+    **dict.fromkeys(("m", "meter", "metre"), 1e6),
+    **dict.fromkeys(("cm", "centimeter", "centimetre"), 1e4),
+    **dict.fromkeys(("mm", "millimeter", "millimetre"), 1e3),
+    **dict.fromkeys(("µm", "μm", "um", "micron", "microns", "micrometer", "micrometre"), 1.0),
+    **dict.fromkeys(("\\u00b5m", "\\u03bcm"), 1.0),  # ImageJ writes the escape sequence
+    **dict.fromkeys(("nm", "nanometer", "nanometre"), 1e-3),
+    **dict.fromkeys(("å", "Å", "angstrom"), 1e-4),
+    **dict.fromkeys(("pm", "picometer", "picometre"), 1e-6),
+}
 _UINT16_BIT_DEPTHS = (10, 12, 14, 16)
 # What Pillow, tifffile, zlib and numpy raise on corrupt or truncated files (found by fuzzing;
 # tifffile raises anything from KeyError to AssertionError on garbage header values).
@@ -125,14 +162,15 @@ def _check_pixels(path: Path, height: int, width: int, planes: int = 1) -> None:
 
 
 def read_image(path: str | os.PathLike, *, page: int = 0) -> np.ndarray:
-    """Decode one PNG, JPEG, BMP or TIFF file (format recognised from the content).
+    """Decode one PNG, JPEG, BMP or TIFF file (format recognised from the content), an
+    OME-Zarr folder (level 0, full resolution) or a CZI, ND2 or LIF file (first scene).
 
     Parameters
     ----------
     path : str or PathLike
     page : int, optional
-        Page of a multi-page TIFF, series 0. ImageJ/OME channel axes are channels, not pages;
-        other axes (Z, T, ...) are flattened into pages.
+        Page of a multi-page image (TIFF series 0). Channel axes are channels, not pages; other
+        axes (Z, T, ...) are flattened into pages (see the module's axis rule).
 
     Returns
     -------
@@ -143,7 +181,8 @@ def read_image(path: str | os.PathLike, *, page: int = 0) -> np.ndarray:
     Raises
     ------
     ImageReadError
-        Missing, empty, truncated, corrupt or unsupported file, or `page` out of range.
+        Missing, empty, truncated, corrupt or unsupported file, `page` out of range, or the
+        extra that reads the format (``ome``, ``bioio``) not installed.
     """
     image, _ = _decode(Path(path), page)
     return image
@@ -180,20 +219,34 @@ def _decode(path: Path, page: int) -> tuple[np.ndarray, int]:
     """Return (H, W, C) pixels of `page` and the number of pages; every failure names `path`."""
     if not isinstance(page, int | np.integer) or isinstance(page, bool):
         raise TypeError(f"page must be an int, got {page!r}")
-    header = _read_header(path)
-    reader = _read_tiff if header.startswith(_TIFF_MAGIC) else _read_pillow
+    kind, header = _file_kind(path)
+    reader = {"zarr": _read_zarr, "bioio": _read_bioio, "tiff": _read_tiff}.get(kind, _read_pillow)
     try:
         image, n_pages = reader(path, page, header)
     except ImageReadError:
         raise
     except _DECODE_ERRORS as error:
-        reason = " ".join(f"{type(error).__name__}: {error}".split())  # one line
-        raise ImageReadError(
-            f"{path}: cannot decode the image ({reason}); the file is truncated, corrupt or an "
-            "unsupported variant - re-export it or move it out of the image folder"
-        ) from error
+        raise _decode_error(path, error) from error
     image = _supported_dtype(path, image[:, :, np.newaxis] if image.ndim == 2 else image)
     return np.require(image, requirements=["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"]), n_pages
+
+
+def _file_kind(path: Path) -> tuple[str, bytes]:
+    """How `path` is read ("zarr", "bioio", "tiff" or "pillow") and its first bytes."""
+    if path.is_dir():
+        return "zarr", b""
+    header = _read_header(path)
+    if path.suffix.lower() in BIOIO_EXTENSIONS:
+        return "bioio", header
+    return ("tiff" if header.startswith(_TIFF_MAGIC) else "pillow"), header
+
+
+def _decode_error(path: Path, error: Exception) -> ImageReadError:
+    reason = " ".join(f"{type(error).__name__}: {error}".split())  # one line
+    return ImageReadError(
+        f"{path}: cannot decode the image ({reason}); the file is truncated, corrupt or an "
+        "unsupported variant - re-export it or move it out of the image folder"
+    )
 
 
 def _read_header(path: Path) -> bytes:
@@ -273,13 +326,15 @@ def _read_tiff(path: Path, page: int, header: bytes) -> tuple[np.ndarray, int]:
         if _is_one_page_per_series(tif.series):  # pages written one by one, e.g. TiffWriter
             _check_page(path, page, len(tif.series))
             series = tif.series[page]
-            _check_series_pixels(path, series.axes, series.shape)
-            return _to_stack(path, series.asarray(), series.axes, series.shape)[0], len(tif.series)
+            axes = _tiff_axes(path, series.axes, series.shape)
+            _check_series_pixels(path, axes, series.shape)
+            return _to_stack(path, series.asarray(), axes, series.shape)[0], len(tif.series)
         series = tif.series[0]
-        if _pages_are_planes(series):
-            return _read_planes(path, series, page)
-        _check_series_pixels(path, series.axes, series.shape)  # the whole series is decoded
-        stack = _to_stack(path, series.asarray(), series.axes, series.shape)  # (P, H, W, C)
+        axes = _tiff_axes(path, series.axes, series.shape)
+        if _pages_are_planes(series, axes):
+            return _read_planes(path, series, axes, page)
+        _check_series_pixels(path, axes, series.shape)  # the whole series is decoded
+        stack = _to_stack(path, series.asarray(), axes, series.shape)  # (P, H, W, C)
         _check_page(path, page, len(stack))
         return stack[page], len(stack)
 
@@ -291,18 +346,16 @@ def _is_one_page_per_series(all_series: list) -> bool:
     )
 
 
-def _pages_are_planes(series) -> bool:
+def _pages_are_planes(series, axes: str) -> bool:
     """Each TIFF page of the series is one (H, W) plane, in the order of the leading axes."""
     n_planes = math.prod(series.shape[:-2])
-    return (
-        series.keyframe.ndim == 2 and series.axes.endswith("YX") and len(series.pages) == n_planes
-    )
+    return series.keyframe.ndim == 2 and axes.endswith("YX") and len(series.pages) == n_planes
 
 
-def _read_planes(path: Path, series, page: int) -> tuple[np.ndarray, int]:
+def _read_planes(path: Path, series, axes: str, page: int) -> tuple[np.ndarray, int]:
     """Decode only the 2-D TIFF pages that make up `page`; a long stack is not read whole."""
     index = np.arange(len(series.pages)).reshape(series.shape[:-2] + (1, 1))
-    keys = _to_stack(path, index, series.axes, series.shape)  # (P, 1, 1, C) page numbers
+    keys = _to_stack(path, index, axes, series.shape)  # (P, 1, 1, C) page numbers
     _check_page(path, page, len(keys))
     _check_pixels(path, *series.shape[-2:])  # only this page's planes are decoded
     planes = series.asarray(key=keys[page, 0, 0].tolist())  # (C, H, W), or (H, W) if C == 1
@@ -313,11 +366,8 @@ def _check_series_pixels(path: Path, axes: str, shape: tuple) -> None:
     """`_check_pixels` for a whole TIFF series: Y x X x every axis that is not a channel."""
     if "Y" not in axes or "X" not in axes:
         return  # `_to_stack` explains the layout
-    channels_first = _looks_channels_first(axes, shape)
     planes = math.prod(
-        n
-        for i, (axis, n) in enumerate(zip(axes, shape, strict=True))
-        if axis not in "YX" + _CHANNEL_AXES and not (channels_first and i == 0)
+        n for axis, n in zip(axes, shape, strict=True) if axis not in "YX" + _CHANNEL_AXES
     )
     _check_pixels(path, shape[axes.index("Y")], shape[axes.index("X")], planes)
 
@@ -331,8 +381,6 @@ def _to_stack(path: Path, array: np.ndarray, axes: str, shape: tuple) -> np.ndar
     if "Y" not in axes or "X" not in axes:
         raise ImageReadError(f"{path}: unsupported TIFF layout (axes {axes!r} lack Y and X)")
     channels = [i for i, axis in enumerate(axes) if axis in _CHANNEL_AXES]
-    if not channels and _looks_channels_first(axes, shape):
-        channels = [0]
     spatial = [axes.index("Y"), axes.index("X")]
     pages = [i for i in range(len(axes)) if i not in spatial and i not in channels]
     moved = array.transpose(pages + spatial + channels)
@@ -340,12 +388,322 @@ def _to_stack(path: Path, array: np.ndarray, axes: str, shape: tuple) -> np.ndar
     return moved.reshape(-1, height, width, math.prod(array.shape[i] for i in channels))
 
 
-def _looks_channels_first(axes: str, shape: tuple) -> bool:
-    """A plain (C, H, W) stack without axis metadata and with few planes is channels."""
-    if len(axes) != 3 or axes[0] not in _GENERIC_AXES or axes[1:] != "YX":
-        return False
-    n = shape[0]
-    return n <= _MAX_CHANNELS_FIRST and min(shape[1], shape[2]) > _MAX_CHANNELS_FIRST * n
+def _tiff_axes(path: Path, axes: str, shape: tuple) -> str:
+    """The axes a TIFF series is read with: tifffile's `axes`, except that a 3-D stack without
+    axis metadata (``QYX`` or ``IYX``) follows the module's axis rule: ``"CYX"`` (channels
+    first), ``"YXC"`` (channels last, stored as H pages of W x C) or unchanged (pages). When the
+    rule has to guess, a `UserWarning` says so once per folder.
+    """
+    if len(axes) != 3 or axes[0] not in _GENERIC_AXES or axes[1:] != "YX" or shape[0] == 1:
+        return axes
+    n, height, width = shape
+    limit = _MAX_GUESSED_CHANNELS
+    if n <= limit and min(height, width) > limit * n:
+        resolved = "CYX"
+        choice = (
+            f"{n} channels (channels first); if they are pages, pick one with channels=(K,) "
+            "(--channels K), or save the file with ImageJ/OME axes"
+        )
+    elif width <= limit and min(n, height) > limit * width:
+        resolved = "YXC"
+        choice = (
+            f"one {n} x {height} image with {width} channels (channels last); if it is not, "
+            "save the file with ImageJ/OME axes"
+        )
+    elif n <= limit:
+        resolved = axes
+        choice = (
+            f"{n} pages; if they are channels, save the file with ImageJ/OME axes "
+            "(e.g. tifffile.imwrite(..., metadata={'axes': 'CYX'}))"
+        )
+    else:
+        return axes  # many planes of a larger image: a stack, no doubt worth a warning
+    _warn_once(
+        path.parent,
+        resolved,
+        f"{path}: TIFF of shape {tuple(shape)} without axis metadata read as {choice}; "
+        "not repeated for other files of this folder",
+    )
+    return resolved
+
+
+_warned_guesses: set[tuple[Path, str]] = set()  # (folder, choice) pairs already warned about
+_warned_lock = threading.Lock()  # files are decoded by a thread pool
+
+
+def _warn_once(folder: Path, choice: str, message: str) -> None:
+    with _warned_lock:
+        if (folder, choice) in _warned_guesses:
+            return
+        _warned_guesses.add((folder, choice))
+    warnings.warn(message, UserWarning, stacklevel=2)
+
+
+# ----------------------------------------------------------------------------- OME-Zarr, bioio
+
+
+def _import_extra(path: Path, module: str, extra: str):
+    """Import an optional reader, or raise a one-line `ImageReadError` saying what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        reason = " ".join(str(error).split())
+        raise ImageReadError(
+            f"{path}: reading this format needs the optional package {module!r} ({reason}); "
+            f"install it with: pip install 'cellclass[{extra}]'"
+        ) from error
+
+
+def _open_ngff(path: Path) -> tuple:
+    """(level-0 array, axes as NGFF dicts, (y, x) pixel size in um or None) of an OME-Zarr
+    image folder: NGFF 0.4 (zarr v2, ``.zattrs``) or 0.5 (zarr v3, attributes under ``ome``)."""
+    zarr = _import_extra(path, "zarr", "ome")
+    group = zarr.open_group(str(path), mode="r")
+    attrs = dict(group.attrs)
+    attrs = attrs.get("ome", attrs)
+    if "multiscales" not in attrs and "bioformats2raw.layout" in attrs:
+        group = group["0"]  # bioformats2raw writes each image as a numbered subgroup
+        attrs = dict(group.attrs)
+        attrs = attrs.get("ome", attrs)
+    if not attrs.get("multiscales"):
+        raise ImageReadError(
+            f"{path}: a zarr folder without OME-Zarr (NGFF) 'multiscales' metadata; "
+            "export it as OME-Zarr or as OME-TIFF"
+        )
+    image = attrs["multiscales"][0]
+    level = image["datasets"][0]  # the first dataset is the full resolution
+    array = group[level["path"]]
+    axes = image.get("axes") or list("tczyx"[-array.ndim :])  # NGFF < 0.3: always tczyx
+    axes = [axis if isinstance(axis, dict) else {"name": axis} for axis in axes]
+    if len(axes) != array.ndim:
+        raise ImageReadError(f"{path}: {len(axes)} axes for an array of {array.ndim} dimensions")
+    transforms = level.get("coordinateTransformations", [])
+    transforms += image.get("coordinateTransformations", [])  # applies to every level
+    scale = np.ones(array.ndim)
+    for transform in transforms:
+        if transform.get("type") == "scale":
+            scale *= np.asarray(transform["scale"], dtype=float)
+    roles = _ngff_roles(path, axes)
+    unit = {role: axis.get("unit") for role, axis in zip(roles, axes, strict=True)}
+    size_y, size_x = (scale[roles.index(role)] for role in "yx")
+    pixel_size = _pixel_size_um(size_y, unit["y"], size_x, unit["x"])
+    return array, roles, pixel_size
+
+
+def _ngff_roles(path: Path, axes: list[dict]) -> list[str]:
+    """Each NGFF axis as "y", "x", "c" (channel) or "page" (t, z and any other axis)."""
+    roles = []
+    for axis in axes:
+        name = str(axis.get("name", "")).lower()
+        if name in ("y", "x"):
+            roles.append(name)
+        elif name == "c" or axis.get("type") in _NGFF_CHANNEL_TYPES:
+            roles.append("c")
+        else:
+            roles.append("page")
+    if roles.count("y") != 1 or roles.count("x") != 1:
+        names = [axis.get("name") for axis in axes]
+        raise ImageReadError(f"{path}: unsupported OME-Zarr axes {names} (need one y and one x)")
+    return roles
+
+
+def _read_zarr(path: Path, page: int, header: bytes) -> tuple[np.ndarray, int]:
+    """Decode one page of an OME-Zarr image's level 0 as (H, W, C); only its chunks are read."""
+    array, roles, _ = _open_ngff(path)
+    shape = tuple(int(n) for n in array.shape)
+    page_sizes = [n for n, role in zip(shape, roles, strict=True) if role == "page"]
+    n_pages = math.prod(page_sizes)
+    _check_page(path, page, n_pages)
+    height, width = shape[roles.index("y")], shape[roles.index("x")]
+    _check_pixels(path, height, width)
+    position = iter(np.unravel_index(page, page_sizes) if page_sizes else ())
+    index = tuple(int(next(position)) if role == "page" else slice(None) for role in roles)
+    plane = np.asarray(array[index])  # the axes that are not pages, in the file's order
+    kept = [role for role in roles if role != "page"]
+    order = [kept.index("y"), kept.index("x")] + [i for i, r in enumerate(kept) if r == "c"]
+    return plane.transpose(order).reshape(height, width, -1), n_pages
+
+
+def _open_bioio(path: Path):
+    """A `bioio.BioImage` of a vendor file, read by the plugin of its extension."""
+    bioio = _import_extra(path, "bioio", "bioio")
+    plugin = _import_extra(path, BIOIO_READERS[path.suffix.lower()], "bioio")
+    exceptions = _import_extra(path, "bioio_base.exceptions", "bioio")
+    try:
+        return bioio.BioImage(path, reader=plugin.Reader)
+    except exceptions.UnsupportedFileFormatError as error:  # bioio's word for corrupt, too
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise ImageReadError(
+            f"{path}: {plugin.__name__} cannot read it ({lines[-1] if lines else error}); the "
+            "file is truncated, corrupt or an unsupported variant"
+        ) from error
+
+
+def _read_bioio(path: Path, page: int, header: bytes) -> tuple[np.ndarray, int]:
+    """Decode one page of a CZI, ND2 or LIF file (first scene) as (H, W, C).
+
+    bioio's dimensions are T, C, Z, Y, X (and S for RGB samples): C and S become channels,
+    the others pages.
+    """
+    image = _open_bioio(path)
+    order = image.dims.order  # e.g. "TCZYX", or "TCZYXS" for RGB
+    sizes = dict(zip(order, (int(n) for n in image.shape), strict=True))
+    page_axes = [axis for axis in order if axis not in "YX" + _CHANNEL_AXES]
+    page_sizes = [sizes[axis] for axis in page_axes]
+    n_pages = math.prod(page_sizes)
+    _check_page(path, page, n_pages)
+    _check_pixels(path, sizes["Y"], sizes["X"])
+    position = np.unravel_index(page, page_sizes) if page_sizes else ()
+    where = {axis: int(i) for axis, i in zip(page_axes, position, strict=True)}
+    channels = "".join(axis for axis in order if axis in _CHANNEL_AXES)
+    plane = np.asarray(image.get_image_data("YX" + channels, **where))  # (H, W, C[, S])
+    return plane.reshape(sizes["Y"], sizes["X"], -1), n_pages
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """True for what cellclass reads as one image: a file whose extension is in
+    `IMAGE_EXTENSIONS` or `BIOIO_EXTENSIONS`, or a folder named like ``name.ome.zarr``."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        return suffix in IMAGE_FOLDER_SUFFIXES
+    return suffix in IMAGE_EXTENSIONS or suffix in BIOIO_EXTENSIONS
+
+
+def image_metadata(path: str | os.PathLike) -> dict:
+    """What a file says about its image, read from its header (no pixel is decoded; see
+    `image_meta` for the pixels `read_image` returns).
+
+    Returns
+    -------
+    metadata : dict
+        ``format`` ("png", "jpeg", "bmp", "tiff", "imagej-tiff", "ome-tiff", "ome-zarr",
+        "czi", "nd2" or "lif"); ``axes`` (str, one upper-case letter per axis of ``shape``:
+        T, C, Z, Y, X, S for samples such as RGB, Q or I for a TIFF stack of unknown
+        meaning); ``shape`` (tuple of int, TIFF series 0, OME-Zarr level 0, first scene);
+        ``dtype`` (numpy name as stored); ``pixel_size_um``: (y, x) float pixel size in
+        micrometres, or None when the file records none (OME-XML PhysicalSizeY/X, ImageJ
+        resolution and unit, OME-Zarr level-0 scale with a length unit, bioio's physical pixel
+        sizes; Y is taken equal to X when only X is recorded).
+
+    Raises
+    ------
+    ImageReadError
+        Missing, empty, corrupt or unsupported file, or its extra not installed.
+    """
+    path = Path(path)
+    kind, _ = _file_kind(path)
+    reader = {"zarr": _zarr_metadata, "bioio": _bioio_metadata, "tiff": _tiff_metadata}
+    try:
+        return reader.get(kind, _pillow_metadata)(path)
+    except ImageReadError:
+        raise
+    except _DECODE_ERRORS as error:
+        raise _decode_error(path, error) from error
+
+
+def _tiff_metadata(path: Path) -> dict:
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ImageReadError(f"{path}: the TIFF holds no image data")
+        series = tif.series[0]
+        if tif.is_ome:
+            kind, pixel_size = "ome-tiff", _ome_pixel_size(tif.ome_metadata)
+        elif tif.is_imagej:
+            kind, pixel_size = "imagej-tiff", _imagej_pixel_size(tif)
+        else:
+            kind, pixel_size = "tiff", None
+        shape = tuple(int(n) for n in series.shape)
+        return _metadata(kind, series.axes, shape, series.dtype, pixel_size)
+
+
+def _pillow_metadata(path: Path) -> dict:
+    try:
+        opened = Image.open(path, formats=_PILLOW_FORMATS)
+    except UnidentifiedImageError as error:
+        message = f"{path}: not a PNG, JPEG, BMP or TIFF image (or its header is corrupt)"
+        raise ImageReadError(message) from error
+    with opened as image:
+        bands = len(image.getbands())
+        shape = (image.height, image.width) + ((bands,) if bands > 1 else ())
+        dtype = {"1": "bool", "I": "int32", "F": "float32"}.get(image.mode, "uint8")
+        dtype = "uint16" if image.mode.startswith("I;16") else dtype
+        axes = "YXS" if bands > 1 else "YX"
+        return _metadata(str(image.format).lower(), axes, shape, dtype, None)
+
+
+def _zarr_metadata(path: Path) -> dict:
+    array, roles, pixel_size = _open_ngff(path)
+    axes = "".join({"page": "Q"}.get(role, role.upper()) for role in roles)
+    shape = tuple(int(n) for n in array.shape)
+    return _metadata("ome-zarr", axes, shape, array.dtype, pixel_size)
+
+
+def _bioio_metadata(path: Path) -> dict:
+    image = _open_bioio(path)
+    sizes = image.physical_pixel_sizes  # micrometres, None where unknown
+    pixel_size = _pixel_size_um(sizes.Y, "um", sizes.X, "um")
+    shape = tuple(int(n) for n in image.shape)
+    return _metadata(path.suffix.lower()[1:], image.dims.order, shape, image.dtype, pixel_size)
+
+
+def _metadata(kind: str, axes: str, shape: tuple, dtype, pixel_size) -> dict:
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    return {
+        "format": kind,
+        "axes": axes,
+        "shape": shape,
+        "dtype": name,
+        "pixel_size_um": pixel_size,
+    }
+
+
+def _ome_pixel_size(xml: str | None) -> tuple[float, float] | None:
+    """(y, x) micrometres from the OME-XML of image 0 (PhysicalSizeY/X, default unit um)."""
+    try:
+        images = tifffile.xml2dict(xml or "").get("OME", {}).get("Image")
+    except (SyntaxError, ValueError, AttributeError):  # malformed XML: no size, not an error
+        return None
+    image = images[0] if isinstance(images, list) else images
+    pixels = image.get("Pixels", {}) if isinstance(image, dict) else {}
+    return _pixel_size_um(
+        pixels.get("PhysicalSizeY"),
+        pixels.get("PhysicalSizeYUnit", "µm"),
+        pixels.get("PhysicalSizeX"),
+        pixels.get("PhysicalSizeXUnit", "µm"),
+    )
+
+
+def _imagej_pixel_size(tif) -> tuple[float, float] | None:
+    """(y, x) micrometres from an ImageJ TIFF's resolution tags (pixels per unit) and unit."""
+    unit = (tif.imagej_metadata or {}).get("unit")
+    tags = tif.pages.first.tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    (x_num, x_den), (y_num, y_den) = tags["XResolution"].value, tags["YResolution"].value
+    size_x = x_den / x_num if x_num else None
+    size_y = y_den / y_num if y_num else None
+    return _pixel_size_um(size_y, unit, size_x, unit)
+
+
+def _pixel_size_um(size_y, unit_y, size_x, unit_x) -> tuple[float, float] | None:
+    """(y, x) in micrometres, or None unless X is a positive length in a known unit."""
+    if size_y is None:
+        size_y, unit_y = size_x, unit_x  # only X recorded: square pixels
+    converted = []
+    for size, unit in ((size_y, unit_y), (size_x, unit_x)):
+        factor = _UM_PER_UNIT.get(str(unit).strip().lower()) if unit else None
+        try:
+            value = float(size) * factor if factor is not None and size is not None else None
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            return None
+        converted.append(round(value, 9))
+    return converted[0], converted[1]
 
 
 # ----------------------------------------------------------------------------- channels, size
