@@ -223,7 +223,7 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path, capsys):
         assert config["class_names"] == ["Control", {"snap29": "Snap29", "snf7": "Snf7"}[name]]
         assert list(config["tests"]) == [name]
         assert (out / "results" / name / "report.html").is_file()
-        assert f"{name}: badger reaches" in printed and f"{name}: strong reaches" in printed
+        assert f"{name}: reference reaches" in printed and f"{name}: strong reaches" in printed
     page = (out / "results" / "report.html").read_text()
     assert "The answer" in page and 'href="snap29/report.html"' in page
     assert main(argv) == 2  # never overwrites an earlier demo

@@ -40,7 +40,7 @@ def test_results_folder_has_every_table_and_checkpoint(tmp_path, class_tree):
     assert config["class_names"] == ["Control", "Treated"]
     assert config["seeds"] == [5, 6]
     assert config["settings"]["recipes"][0]["batch_size"] == 8
-    assert config["models"] == ["badger"]
+    assert config["models"] == ["reference"]
     assert {"torch", "numpy", "python"} <= set(config["versions"])
     runs = _table(out / "runs.csv")
     assert [(r["run"], r["seed"], r["dataset"]) for r in runs] == [
@@ -95,7 +95,7 @@ def test_interrupted_experiment_resumes_where_it_stopped(tmp_path, class_tree):
     results.append_rows(
         out / "runs.csv",
         results.RUNS_COLUMNS,
-        [{"run": 1, "model": "badger", "dataset": "t1", "accuracy": 0.1}],
+        [{"run": 1, "model": "reference", "dataset": "t1", "accuracy": 0.1}],
     )
     run_experiment(settings, resume=True)
     runs = _table(out / "runs.csv")
@@ -175,7 +175,7 @@ def test_control_runs_use_shuffled_labels_and_give_a_p_value(tmp_path):
     epochs = _table(out / "epochs.csv")
     assert {r["control"] for r in epochs} == {"0", "1"}
     table = summary_table(out)
-    real = next(r for r in table if r["model"] == "badger")
+    real = next(r for r in table if r["model"] == "reference")
     control = next(r for r in table if "shuffled" in r["model"])
     assert control["n"] == 2
     assert real["p_vs_control"] == pytest.approx(1 / 3)  # (1 + 0) / (1 + 2): real beats both

@@ -196,7 +196,7 @@ def test_explain_run_writes_tables_figures_calibration_and_the_report_section(ti
     for name in ("calibration.csv", "adversarial.csv", "confound.csv", "loss_accuracy.csv"):
         assert results.read_table(out / name), name
     temperatures = load_temperatures(run_dir)
-    assert list(temperatures) == [(0, "badger")] and temperatures[0, "badger"] > 0
+    assert list(temperatures) == [(0, "reference")] and temperatures[0, "reference"] > 0
     section = explain_section(run_dir)
     assert section["title"] and len(section["notes"]) >= 4
     titles = [figure["title"] for figure in section["figures"]]
@@ -298,7 +298,7 @@ def test_report_panels_show_calibrated_confidence_once_a_temperature_is_fitted(
     ignore = shutil.ignore_patterns("explain", probes.CALIBRATION_FILE)
     shutil.copytree(tiny_results[0], run_dir, ignore=ignore)
     assert "softmax confidence (uncalibrated" in write_report(run_dir).read_text()
-    probes.write_calibration(run_dir, {(0, "badger"): probes.Calibration(3.0, 0.2, 0.1, 10)})
+    probes.write_calibration(run_dir, {(0, "reference"): probes.Calibration(3.0, 0.2, 0.1, 10)})
     html = write_report(run_dir).read_text()
     assert "calibrated confidence (temperature 3.00" in html
     data = read_results(run_dir)

@@ -105,7 +105,7 @@ def _apply(steps: list[dict], raw: np.ndarray) -> np.ndarray:
 
 def test_torchscript_file_matches_pytorch_and_carries_metadata(run_dir, saved):
     path = export_run(run_dir, run=0, fmt="torchscript")
-    assert path == run_dir / "export" / "run-00-badger.torchscript.pt"
+    assert path == run_dir / "export" / "run-00-reference.torchscript.pt"
     extra = {"cellclass.json": ""}
     loaded = torch.jit.load(path, _extra_files=extra)
     x = _batch(3)  # another batch size than the one traced

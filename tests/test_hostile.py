@@ -134,7 +134,7 @@ def test_an_experiment_with_a_baseline_saves_checkpoints_predict_can_open(tmp_pa
     )
     out = Path(run_experiment(settings))
     saved = sorted((out / "models").glob("*.pt"))
-    assert [p.name for p in saved] == ["run-00-badger.pt", "run-00-features.pt"]
+    assert [p.name for p in saved] == ["run-00-features.pt", "run-00-reference.pt"]
     for path in saved:  # the strictest loader reads every file the experiment wrote
         torch.load(path, map_location="cpu", weights_only=True)
     assert _predict(out, train / "Control", tmp_path) == 0
@@ -197,7 +197,7 @@ def _change_images(tmp_path: Path, change: str) -> None:
         (tmp_path / "test" / "Control" / "Control_000.png").unlink()
     elif change == "normalisation":  # same files, but config.json says another scaling
         config = results.read_json(tmp_path / "run" / results.CONFIG_FILE)
-        config["normalization"]["badger"]["high"] = [1.0]
+        config["normalization"]["reference"]["high"] = [1.0]
         results.write_json(tmp_path / "run" / results.CONFIG_FILE, config)
 
 
@@ -207,7 +207,7 @@ def _change_images(tmp_path: Path, change: str) -> None:
         ("added", "training folder changed: 3 file(s) added to 'Control'"),
         ("edited", "training folder changed: files of 'Treated' edited, replaced or renamed"),
         ("test", "test set 't' changed: 1 file(s) removed from 'Control'"),
-        ("normalisation", "normalisation of 'badger' changed"),
+        ("normalisation", "normalisation of 'reference' changed"),
     ],
 )
 def test_resume_refuses_data_that_changed_and_names_the_change(tmp_path, capsys, change, named):
@@ -274,7 +274,7 @@ def test_config_records_the_command_line_and_the_chunk_budget(tmp_path, monkeypa
         ({"gpus_per_run": -0.5}, "gpus_per_run -0.5: use 0 or more"),
         ({"val_split": float("nan")}, "val_split nan: use 0 <= x < 1"),
         ({"group_by": "(field"}, "group_by '(field': not a regular expression"),
-        ({"recipes": (replace(REFERENCE, epochs=0),)}, "recipe 'badger': epochs and batch_size"),
+        ({"recipes": (replace(REFERENCE, epochs=0),)}, "recipe 'reference': epochs and batch_size"),
     ],
 )
 def test_every_setting_is_checked_before_anything_is_created(tmp_path, changes, message):

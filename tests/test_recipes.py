@@ -33,8 +33,9 @@ def test_overrides_change_named_fields_and_reject_unknown_ones():
 
 def test_resolve_recipes_targets_one_recipe_by_label():
     recipes = resolve_recipes(["reference", "strong"], ["badger-deep"], ["strong:epochs=4"])
-    assert [r.label for r in recipes] == ["badger", "strong", "badger-deep"]
+    assert [r.label for r in recipes] == ["reference", "strong", "badger-deep"]
     assert [r.epochs for r in recipes] == [9, 4, 9]
+    assert resolve_recipes(["reference"], [], ["reference:epochs=2"])[0].epochs == 2  # issue 20
     with pytest.raises(ValueError, match="no recipe 'nope'"):
         resolve_recipes(["strong"], [], ["nope:epochs=1"])
     with pytest.raises(ValueError, match="choose one of"):
@@ -68,7 +69,7 @@ def test_multi_recipe_experiment_uses_same_seeds_and_splits(tmp_path):
     out = run_experiment(settings)
     runs = _rows(out / "runs.csv")
     assert {(r["model"], r["run"], r["seed"]) for r in runs} == {
-        (m, k, s) for m in ("badger", "strong") for k, s in (("0", "0"), ("1", "1"))
+        (m, k, s) for m in ("reference", "strong") for k, s in (("0", "0"), ("1", "1"))
     }
     config = results.read_json(out / "config.json")
     saved = config["settings"]["recipes"][1]
@@ -76,15 +77,15 @@ def test_multi_recipe_experiment_uses_same_seeds_and_splits(tmp_path):
     assert saved["label_smoothing"] == STRONG.label_smoothing
     # identical validation split for both models of a run: same number of val images
     epochs = _rows(out / "epochs.csv")
-    assert {r["model"] for r in epochs} == {"badger", "strong"}
+    assert {r["model"] for r in epochs} == {"reference", "strong"}
     names = sorted(p.name for p in (out / "models").iterdir())
-    assert names == ["run-00-badger.pt", "run-00-strong.pt", "run-01-badger.pt", "run-01-strong.pt"]
-    a = results.load_checkpoint(out / "models" / "run-00-badger.pt")
+    assert names == ["run-00-reference.pt", "run-00-strong.pt", "run-01-reference.pt", "run-01-strong.pt"]
+    a = results.load_checkpoint(out / "models" / "run-00-reference.pt")
     b = results.load_checkpoint(out / "models" / "run-00-strong.pt")
     assert a["seed"] == b["seed"] and b["architecture"] == "compact"
-    assert {row["model"] for row in summary_table(out)} == {"badger", "strong"}
+    assert {row["model"] for row in summary_table(out)} == {"reference", "strong"}
     (comparison,) = model_comparisons(out)
-    assert comparison["first"] == "badger" and 0 <= comparison["mcnemar_p"] <= 1
+    assert comparison["first"] == "reference" and 0 <= comparison["mcnemar_p"] <= 1
     assert all(0 <= row["ensemble"] <= 1 for row in summary_table(out))
 
 
@@ -115,13 +116,13 @@ def test_feature_baseline_runs_on_the_same_splits_and_is_skipped_by_predict(tmp_
     )
     out = run_experiment(settings)
     runs = _rows(out / "runs.csv")
-    seeds = {m: sorted(r["seed"] for r in runs if r["model"] == m) for m in ("badger", "features")}
-    assert seeds["badger"] == seeds["features"] == ["0", "1"]
+    seeds = {m: sorted(r["seed"] for r in runs if r["model"] == m) for m in ("reference", "features")}
+    assert seeds["reference"] == seeds["features"] == ["0", "1"]
     features = [r for r in runs if r["model"] == "features"]
     # the classes differ only in *where* the bright quadrant is: position-invariant features
     # cannot tell them apart, unlike the CNN -- exactly what the baseline is there to reveal
     assert len(features) == 2 and all(0 <= float(r["accuracy"]) <= 1 for r in features)
-    assert {row["model"] for row in summary_table(out)} == {"badger", "features"}
+    assert {row["model"] for row in summary_table(out)} == {"reference", "features"}
     rows = predict_paths(out, [dict(settings.tests)["t"]], cache_dir=str(tmp_path / "cache"))
     assert all(r["n_runs"] == 2 for r in rows)  # the two CNN runs, not the baseline
     run_experiment(settings, resume=True)  # nothing left to do; the baseline counts as finished
@@ -139,13 +140,13 @@ def test_each_recipe_trains_with_its_own_normalisation_unless_the_user_chooses(t
     out = run_experiment(settings)
     config = results.read_json(out / "config.json")
     modes = {label: norm["mode"] for label, norm in config["normalization"].items()}
-    assert modes == {"badger": "bitdepth", "strong": "dataset"}
-    assert config["normalization"]["badger"]["high"] == [255.0]  # the study's /255
+    assert modes == {"reference": "bitdepth", "strong": "dataset"}
+    assert config["normalization"]["reference"]["high"] == [255.0]  # the study's /255
     assert config["normalization"]["strong"]["high"] != [255.0]  # training percentiles
-    assert config["precision"]["badger"] == "fp32"  # the faithful recipe never autocasts
+    assert config["precision"]["reference"] == "fp32"  # the faithful recipe never autocasts
     assert config["precision"]["strong"] in ("fp32", "bf16 autocast (training)")  # by machine
     html = write_report(out).read_text()  # the report states each model's scaling
-    assert "<td>badger</td><td>bitdepth</td><td>0</td><td>255</td>" in html
+    assert "<td>reference</td><td>bitdepth</td><td>0</td><td>255</td>" in html
     assert "<td>strong</td><td>dataset</td>" in html
     for label, mode in modes.items():  # what each checkpoint carries for predict/evaluate
         saved = results.load_checkpoint(out / "models" / f"run-00-{label}.pt")
@@ -169,7 +170,7 @@ def test_evaluate_sees_each_run_as_it_was_trained(tmp_path):
     out = run_experiment(settings)
     before = {r["model"]: r for r in _rows(out / "runs.csv")}
     again = {r["model"]: r for r in evaluate_folder(out, "again", settings.tests[0][1])}
-    for model in ("badger", "strong"):
+    for model in ("reference", "strong"):
         assert float(again[model]["loss"]) == pytest.approx(float(before[model]["loss"]), rel=1e-4)
         for column in ("seed", "epoch", "collapsed"):  # one row builder for train and evaluate
             assert str(again[model][column]) == before[model][column], column
@@ -188,7 +189,7 @@ def test_predict_never_averages_across_recipes(tmp_path, capsys):
     )
     out = run_experiment(settings)
     images = [dict(settings.tests)["t"]]
-    with pytest.raises(ValueError, match="2 models .*badger, strong.*model="):
+    with pytest.raises(ValueError, match="2 models .*reference, strong.*model="):
         predict_paths(out, images)
     rows = predict_paths(out, images, model="strong")
     saved = {r["path"]: r for r in _rows(out / "predictions.csv") if r["model"] == "strong"}

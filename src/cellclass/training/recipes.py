@@ -75,7 +75,7 @@ class Recipe:
         return self.name or self.model
 
 
-REFERENCE = Recipe()
+REFERENCE = Recipe(name="reference")  # users see recipe names; the model is a field
 STRONG = Recipe(
     name="strong",
     model="compact",
