@@ -453,3 +453,20 @@ def test_folder_without_recorded_sizes_records_none(tmp_path):
         {"y": 1.5, "x": 1.5, "n_images": 1},
         {"y": None, "x": None, "n_images": 1},
     ]
+
+
+def test_predict_finds_ome_zarr_and_vendor_images_and_does_not_walk_into_them(tmp_path):
+    from cellclass.predict import collect_images
+
+    folder = tmp_path / "new"
+    _write_ome_zarr(folder / "a.ome.zarr", _pixels((SIZE, SIZE)), "yx")
+    (folder / "deeper").mkdir()
+    (folder / "deeper" / "b.czi").write_bytes(b"vendor bytes")
+    tifffile.imwrite(folder / "c.tif", _pixels((SIZE, SIZE)))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "loop").symlink_to(folder)  # a link back into the tree is not followed
+    images, skipped = collect_images([folder])
+    assert [p.name for p in images] == ["a.ome.zarr", "c.tif", "b.czi"]
+    assert [p.name for p in skipped] == ["notes.txt"]  # no zarr chunk or metadata file
+    named, _ = collect_images([folder / "a.ome.zarr", folder / "deeper" / "b.czi"])
+    assert [p.name for p in named] == ["a.ome.zarr", "b.czi"]

@@ -16,7 +16,7 @@ from cellclass import results
 from cellclass.data.cache import Preprocessing, load_store, preprocessing_from_dict
 from cellclass.data.datasets import Dataset, dataset_info, load_dataset
 from cellclass.data.folders import is_hidden
-from cellclass.data.images import IMAGE_EXTENSIONS, Normalization
+from cellclass.data.images import IMAGE_EXTENSIONS, Normalization, is_image_path
 from cellclass.explain.probes import load_temperatures
 from cellclass.metrics import softmax
 from cellclass.models.cnn import build_model
@@ -113,16 +113,13 @@ def collect_images(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
     """Image files named directly or found in folders (recursively), and skipped non-images."""
     images, skipped = [], []
     for item in map(Path, paths):
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file())
-            for path in found:
-                if any(is_hidden(Path(part)) for part in path.relative_to(item).parts):
-                    continue
-                (images if path.suffix.lower() in IMAGE_EXTENSIONS else skipped).append(path)
-        elif item.is_file():
-            if item.suffix.lower() not in IMAGE_EXTENSIONS:
+        if item.is_dir() and not is_image_path(item):
+            _walk_for_images(item, images, skipped)
+        elif item.exists():
+            if not is_image_path(item):
                 raise ExperimentError(
-                    f"{item}: not a supported image ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                    f"{item}: not a supported image ({', '.join(sorted(IMAGE_EXTENSIONS))}, "
+                    "an .ome.zarr folder, or .czi/.nd2/.lif with the bioio extra)"
                 )
             images.append(item)
         else:
@@ -130,6 +127,20 @@ def collect_images(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
     if not images:
         raise ExperimentError("no images found in " + ", ".join(map(str, paths)))
     return [p.resolve() for p in images], skipped
+
+
+def _walk_for_images(folder: Path, images: list, skipped: list) -> None:
+    """Images under ``folder``, sorted; an ``.ome.zarr`` folder is one image, not walked, and
+    links to folders are not followed (a link to ``.`` would never end)."""
+    for path in sorted(folder.iterdir()):
+        if is_hidden(path):
+            continue
+        if is_image_path(path):
+            images.append(path)
+        elif path.is_dir() and not path.is_symlink():
+            _walk_for_images(path, images, skipped)
+        elif path.is_file():
+            skipped.append(path)
 
 
 def predict_paths(
