@@ -247,3 +247,22 @@ def test_train_with_explain_adds_the_section_to_the_report(tmp_path, folders):
     assert (run / "explain" / "explain.json").is_file()
     html = (run / "report.html").read_text()
     assert 'id="explain"' in html
+
+
+def test_train_flags_default_to_the_library_settings():
+    """Issue 16: the command line keeps its own copy of each default (it imports no torch for
+    --help); this keeps the copies equal to `ExperimentSettings`' and `InspectSettings`'."""
+    from dataclasses import fields
+
+    from cellclass.cli import build_parser
+    from cellclass.inspection.dataset import InspectSettings
+    from cellclass.training import ExperimentSettings
+
+    args = build_parser().parse_args(["train", "some/folder", "--out", "results"])
+    library = {f.name: f.default for f in fields(ExperimentSettings)}
+    shared = sorted(set(vars(args)) & set(library) - {"train_dir", "out", "tests", "recipes"})
+    assert len(shared) >= 15, shared
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}
+    assert {k: given[k] for k in shared} == {k: library[k] for k in shared}
+    inspect = build_parser().parse_args(["inspect", "some/folder"])
+    assert inspect.max_distance == InspectSettings.max_distance
