@@ -79,7 +79,12 @@ def test_multi_recipe_experiment_uses_same_seeds_and_splits(tmp_path):
     epochs = _rows(out / "epochs.csv")
     assert {r["model"] for r in epochs} == {"reference", "strong"}
     names = sorted(p.name for p in (out / "models").iterdir())
-    assert names == ["run-00-reference.pt", "run-00-strong.pt", "run-01-reference.pt", "run-01-strong.pt"]
+    assert names == [
+        "run-00-reference.pt",
+        "run-00-strong.pt",
+        "run-01-reference.pt",
+        "run-01-strong.pt",
+    ]
     a = results.load_checkpoint(out / "models" / "run-00-reference.pt")
     b = results.load_checkpoint(out / "models" / "run-00-strong.pt")
     assert a["seed"] == b["seed"] and b["architecture"] == "compact"
@@ -116,7 +121,9 @@ def test_feature_baseline_runs_on_the_same_splits_and_is_skipped_by_predict(tmp_
     )
     out = run_experiment(settings)
     runs = _rows(out / "runs.csv")
-    seeds = {m: sorted(r["seed"] for r in runs if r["model"] == m) for m in ("reference", "features")}
+    seeds = {
+        m: sorted(r["seed"] for r in runs if r["model"] == m) for m in ("reference", "features")
+    }
     assert seeds["reference"] == seeds["features"] == ["0", "1"]
     features = [r for r in runs if r["model"] == "features"]
     # the classes differ only in *where* the bright quadrant is: position-invariant features
@@ -177,9 +184,10 @@ def test_evaluate_sees_each_run_as_it_was_trained(tmp_path):
 
 
 def test_predict_never_averages_across_recipes(tmp_path, capsys):
-    """A folder with two recipes: predict asks which one, and uses only that one's runs."""
+    """A folder with two recipes: predict takes the best by validation accuracy, or the one
+    named, and uses only that one's runs (issue 20)."""
     from cellclass.cli import main
-    from cellclass.predict import predict_paths
+    from cellclass.predict import predict_paths, validation_scores
 
     settings = _tiny_experiment(
         tmp_path,
@@ -189,8 +197,12 @@ def test_predict_never_averages_across_recipes(tmp_path, capsys):
     )
     out = run_experiment(settings)
     images = [dict(settings.tests)["t"]]
-    with pytest.raises(ValueError, match="2 models .*reference, strong.*model="):
-        predict_paths(out, images)
+    scores = validation_scores(out)
+    best = max(scores, key=scores.get)
+    assert set(scores) == {"reference", "strong"}
+    assert main(["--quiet", "predict", str(out), *images]) == 0
+    said = capsys.readouterr().err
+    assert f"predicting with 1 run(s) of {best} (best validation accuracy" in said
     rows = predict_paths(out, images, model="strong")
     saved = {r["path"]: r for r in _rows(out / "predictions.csv") if r["model"] == "strong"}
     for row in rows:  # one run of strong: its own probabilities, untouched by the reference
@@ -200,3 +212,32 @@ def test_predict_never_averages_across_recipes(tmp_path, capsys):
     assert "no model nope" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # abbreviations are mistakes, not options
         main(["predict", str(out), *images, "--mod", "strong"])
+
+
+def test_predict_leaves_collapsed_runs_out_and_says_so(tmp_path):
+    from cellclass.predict import choose_runs
+
+    quick = (replace(REFERENCE, epochs=1),)
+    out = run_experiment(_tiny_experiment(tmp_path, runs=3, val_split=0.25, recipes=quick))
+    rows = results.read_table(out / "runs.csv")
+    for row in rows:
+        row["collapsed"] = int(row["run"] == 1)  # as if run 1 never left chance
+    results.write_table(out / "runs.csv", list(rows[0]), rows)
+    runs, note = choose_runs(out)
+    assert [saved.run for saved in runs] == [0, 2]
+    assert note.endswith("left out 1 collapsed run(s): 1: run 0, 2")
+    assert [saved.run for saved in choose_runs(out, run=1)[0]] == [1]  # asked for: kept
+    with pytest.raises(ValueError, match="holds runs of 2 models"):  # nothing to choose by
+        choose_runs(
+            run_experiment(
+                _tiny_experiment(
+                    tmp_path / "b",
+                    runs=1,
+                    val_split=0.0,
+                    recipes=(
+                        replace(REFERENCE, epochs=1),
+                        replace(STRONG, epochs=1, tta=False, select="last"),
+                    ),
+                )
+            )
+        )

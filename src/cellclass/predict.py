@@ -109,6 +109,67 @@ def one_model(runs: list[SavedRun], run_dir) -> list[SavedRun]:
     return runs
 
 
+def choose_runs(
+    run_dir: str | Path, *, run: int | None = None, model: str | None = None
+) -> tuple[list[SavedRun], str]:
+    """The runs whose ensemble predicts, and one line saying which and why.
+
+    ``model`` None with several models: the one with the best mean validation accuracy (at
+    each run's kept epoch), never a mix. Runs whose training never left chance (``collapsed``
+    in runs.csv) are left out unless ``run`` names one or no other run is left.
+
+    Raises
+    ------
+    ExperimentError
+        Several models and no validation split to choose by, or no such run or model.
+    """
+    runs = load_runs(run_dir, run=run, model=model)
+    models = sorted({saved.model_name for saved in runs})
+    why = ""
+    if len(models) > 1:
+        scores = validation_scores(run_dir)
+        if not all(name in scores for name in models):
+            one_model(runs, run_dir)  # raises: nothing to choose by
+        best = max(models, key=lambda name: scores[name])
+        others = ", ".join(f"{name} {scores[name]:.1%}" for name in models if name != best)
+        why = f" (best validation accuracy, {scores[best]:.1%}; {others})"
+        runs = [saved for saved in runs if saved.model_name == best]
+    name = runs[0].model_name
+    stuck = collapsed_runs(run_dir, name)
+    left_out = [saved.run for saved in runs if saved.run in stuck]
+    if run is None and left_out and len(left_out) < len(runs):
+        runs = [saved for saved in runs if saved.run not in stuck]
+        why += f"; left out {len(left_out)} collapsed run(s): {', '.join(map(str, left_out))}"
+    numbers = ", ".join(str(saved.run) for saved in runs)
+    return runs, f"predicting with {len(runs)} run(s) of {name}{why}: run {numbers}"
+
+
+def validation_scores(run_dir: str | Path) -> dict[str, float]:
+    """Mean validation accuracy per model over its real runs, at each run's kept epoch."""
+    run_dir = Path(run_dir)
+    kept = {
+        (row["run"], row["model"]): row.get("epoch")
+        for row in results.read_table(run_dir / results.RUNS_FILE)
+        if not row.get("control")
+    }
+    per_model: dict[str, list[float]] = {}
+    for row in results.read_table(run_dir / results.EPOCHS_FILE):
+        key = (row["run"], row["model"])
+        if row["split"] == "val" and not row.get("control") and kept.get(key) == row["epoch"]:
+            per_model.setdefault(row["model"], []).append(row["accuracy"])
+    return {model: float(np.mean(values)) for model, values in per_model.items()}
+
+
+def collapsed_runs(run_dir: str | Path, model: str) -> set[int]:
+    """Run numbers of ``model`` whose training never left chance (runs.csv ``collapsed``)."""
+    rows = results.read_table(Path(run_dir) / results.RUNS_FILE)
+    return {
+        row["run"]
+        for row in rows
+        if row["model"] == model and not row.get("control") and row.get("collapsed") == 1
+    }
+
+
 def collect_images(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
     """Image files named directly or found in folders (recursively), and skipped non-images."""
     images, skipped = [], []
@@ -151,17 +212,20 @@ def predict_paths(
     model: str | None = None,
     skip_bad: bool = False,
     cache_dir: str | None = None,
+    observer: Observer | None = None,
 ) -> list[dict]:
     """Classify unlabelled images with the saved runs.
 
     Returns one dict per image: path, predicted, confidence, agreement (fraction of runs whose
     own prediction equals the ensemble's), n_runs, and ``p_<class>`` averaged over the runs.
     Probabilities are temperature-calibrated when ``cellclass explain`` fitted temperatures on
-    the validation split (``calibration.json``). ``model`` picks the recipe whose runs vote; it
-    is required when the folder holds several (their runs are never averaged together), and
-    ``run`` one run of it.
+    the validation split (``calibration.json``). The runs that vote are `choose_runs`': one
+    model's (``model``, by default the best by validation accuracy; recipes are never averaged
+    together), collapsed runs left out, or only run ``run``. Which runs voted goes to
+    ``observer`` as one message.
     """
-    runs = one_model(load_runs(run_dir, run=run, model=model), run_dir)
+    runs, note = choose_runs(run_dir, run=run, model=model)
+    (observer or Observer()).message(note)
     images, _ = collect_images(paths)
     meta = runs[0].meta
     prep = preprocessing_from_dict(meta["preprocessing"])

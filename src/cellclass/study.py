@@ -171,9 +171,15 @@ class Study:
         return draw_training_curves(epochs, metric=metric, rng=np.random.default_rng(seed))
 
     def predict(self, paths, *, model: str | None = None, run: int | None = None) -> pd.DataFrame:
-        """Classify images (files or folders) with the saved runs of ``model``."""
+        """Classify images (files or folders) with the saved runs of ``model`` (default: the
+        best by validation accuracy; collapsed runs left out). ``.attrs["runs"]`` of the
+        returned table says which runs voted."""
         paths = [paths] if isinstance(paths, str | Path) else list(paths)
-        return pd.DataFrame(predict_paths(self.run_dir, paths, model=model, run=run))
+        notes = _Notes()
+        rows = predict_paths(self.run_dir, paths, model=model, run=run, observer=notes)
+        table = pd.DataFrame(rows)
+        table.attrs["runs"] = " ".join(notes.lines)
+        return table
 
     def report(self) -> Path:
         """(Re)write the self-contained report.html and return its path."""
@@ -223,3 +229,14 @@ def train(
         **options,
     )
     return Study(run_study(settings, observer=WarningObserver()).out)
+
+
+class _Notes(WarningObserver):
+    """Keeps every message; warnings are still raised as Python warnings."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+        super().message(text)

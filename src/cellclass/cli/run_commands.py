@@ -390,6 +390,7 @@ def cmd_predict(args) -> int:
         model=args.model,
         skip_bad=args.skip_bad_images,
         cache_dir=args.cache_dir,
+        observer=ProgressObserver(args.quiet),  # says which runs voted
     )
     classes = [key[2:] for key in rows[0] if key.startswith("p_")]
     if args.output:
