@@ -109,8 +109,9 @@ def add_inspect_parser(commands) -> None:
     inputs.add_argument("--page", type=int, default=0, help="page of multi-page TIFFs")
     limits = inspect.add_argument_group("thresholds and output")
     limits.add_argument(
-        "--max-distance", type=int, default=32, metavar="BITS",
-        help="near-duplicate: perceptual hashes differ in at most BITS of 255 (default 32)",
+        "--max-distance", type=int, default=64, metavar="BITS",
+        help="near-duplicate candidate: perceptual hashes differ in at most BITS of 255, then "
+        "the pixels are compared (default 64)",
     )  # fmt: skip
     limits.add_argument(
         "--confound-effect", type=float, default=1.0, metavar="SD",

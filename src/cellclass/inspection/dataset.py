@@ -4,9 +4,10 @@
 effective bit depths (12-bit data in 16-bit files shows as 12), channels and intensity
 statistics; hidden, non-image and corrupt files; exact duplicates (equal pixels) and
 near-duplicates (a perceptual hash that also matches the image turned by 90, 180 or 270 degrees
-or mirrored). Duplicates between the dataset and a test folder are leakage.
+or mirrored, confirmed pixel by pixel: re-encoded, brightness-shifted or slightly cropped copies
+correlate at 0.99 or more). Duplicates between the dataset and a test folder are leakage.
 
-The perceptual hash and the pair search are described in `cellclass.inspection.scan`.
+The hash, the pixel check and their measured error rates are in `cellclass.inspection.scan`.
 
 Inside one folder, duplicates of the same source field (its rotated copies, per the manifest or
 ``--group-by``) are expected and only counted; duplicates across source fields are listed, as
@@ -28,6 +29,7 @@ from cellclass.data.folders import FolderIndex, scan_folder
 from cellclass.inspection.scan import (
     HASH_FREQUENCIES,
     HASH_SIDE,
+    MIN_SIMILARITY,
     TRANSFORMS,
     DuplicatePair,
     ScanResult,
@@ -39,6 +41,7 @@ from cellclass.inspection.scan import (
 __all__ = [
     "HASH_FREQUENCIES",
     "HASH_SIDE",
+    "MIN_SIMILARITY",
     "TRANSFORMS",
     "DuplicatePair",
     "ClassSummary",
@@ -68,7 +71,9 @@ class InspectSettings:
 
     group_by: str | None = None  # regex on file names giving the source field (no manifest)
     page: int = 0  # page of multi-page TIFFs to read, as in training
-    max_distance: int = 32  # near-duplicate: at most this many of the 255 hash bits differ
+    max_distance: int = 64  # near-duplicate candidate: at most this many of 255 hash bits differ
+    min_similarity: float = MIN_SIMILARITY  # near-duplicate: a candidate whose aligned pixels
+    # correlate at least this much (-1: the hash alone decides)
     confound_effect: float = 1.0  # flag classes whose mean brightness differs by more than this
     # many pooled between-image SDs (a standardized difference: a model can use it alone)
 
@@ -137,7 +142,7 @@ def inspect_dataset(
         A folder is missing, has no class subfolders, has an empty class folder, or (test
         folders) a class unknown to `root`.
     """
-    _check_max_distance(settings.max_distance)
+    _check_thresholds(settings.max_distance, settings.min_similarity)
     main = scan_images(scan_folder(root, group_by=settings.group_by), settings.page, progress)
     folder = _folder_report(main, settings)
     reports, leakage, shared = [], [], []
@@ -148,7 +153,8 @@ def inspect_dataset(
         report = _folder_report(test, settings)
         shift = _shift_warnings(folder.classes, report.classes)
         reports.append(replace(report, warnings=report.warnings + tuple(shift)))
-        leakage.append(tuple(duplicate_pairs(main, test, settings.max_distance)))
+        pairs = duplicate_pairs(main, test, settings.max_distance, settings.min_similarity)
+        leakage.append(tuple(pairs))
         shared.append(tuple(source for source, _ in source_pairs(main, test)))
     return InspectionReport(folder, tuple(reports), tuple(leakage), tuple(shared))
 
@@ -158,6 +164,7 @@ def find_leakage(
     test_indexes: Sequence[FolderIndex],
     *,
     max_distance: int = InspectSettings.max_distance,
+    min_similarity: float = InspectSettings.min_similarity,
     page: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[DuplicatePair]:
@@ -166,7 +173,8 @@ def find_leakage(
     Parameters
     ----------
     train_index, test_indexes : folders as scanned by `cellclass.data.folders.scan_folder`.
-    max_distance : near-duplicate threshold in hash bits (see the module docstring).
+    max_distance : near-duplicate candidate threshold in hash bits (see `inspection.scan`).
+    min_similarity : near-duplicate threshold on the correlation of the aligned thumbnails.
     page : TIFF page to read.
     progress : called as ``progress(done, total)`` while decoding each folder.
 
@@ -176,14 +184,14 @@ def find_leakage(
         ``first`` in the training folder, ``second`` in a test folder; unreadable files are
         left out (training reports them itself).
     """
-    _check_max_distance(max_distance)
+    _check_thresholds(max_distance, min_similarity)
     if not test_indexes:
         return []
     train = scan_images(train_index, page, progress)
     pairs = []
     for test_index in test_indexes:
         test = scan_images(test_index, page, progress)
-        pairs += duplicate_pairs(train, test, max_distance)
+        pairs += duplicate_pairs(train, test, max_distance, min_similarity)
         pairs += [pair for _, pair in source_pairs(train, test)]
     return pairs
 
@@ -195,15 +203,20 @@ def leakage_message(pairs: Sequence[DuplicatePair]) -> str:
     example = pairs[0]
     return (
         f"test images leak training data ({counts}), e.g. {example.second} vs {example.first} "
-        f"({example.kind}, {example.transform}); list all with `cellclass inspect TRAIN_DIR "
+        f"({_pair_detail(example)}); list all with `cellclass inspect TRAIN_DIR "
         "--against TEST_DIR` and move or remove them"
     )
 
 
-def _check_max_distance(max_distance: int) -> None:
+def _check_thresholds(max_distance: int, min_similarity: float) -> None:
     n_bits = HASH_FREQUENCIES**2 - 1
     if not 0 <= max_distance < n_bits:
-        raise ValueError(f"--max-distance {max_distance}: give 0 to {n_bits - 1} bits, e.g. 32")
+        raise ValueError(f"--max-distance {max_distance}: give 0 to {n_bits - 1} bits, e.g. 64")
+    if not -1 <= min_similarity <= 1:
+        raise ValueError(
+            f"min_similarity {min_similarity}: give a correlation from -1 to 1, e.g. "
+            f"{MIN_SIMILARITY}"
+        )
 
 
 def write_report_json(report: InspectionReport, path: str | os.PathLike) -> Path:
@@ -222,7 +235,7 @@ def _folder_report(scan: ScanResult, settings: InspectSettings) -> FolderReport:
         for label, name in enumerate(scan.index.class_names)
         if (scan.labels == label).any()
     )
-    pairs = duplicate_pairs(scan, None, settings.max_distance)
+    pairs = duplicate_pairs(scan, None, settings.max_distance, settings.min_similarity)
     group = dict(zip(scan.paths, scan.groups, strict=True))
     across = tuple(pair for pair in pairs if group[pair.first] != group[pair.second])
     warnings = _brightness_warnings(classes, settings.confound_effect)
@@ -383,11 +396,17 @@ def _listing(title: str, items, root: Path, limit: int) -> list[str]:
 
 def _pair_text(pair: DuplicatePair, first_root: Path, second_root: Path) -> str:
     sign = "==" if pair.kind == "exact" else "~"
-    detail = "exact" if pair.kind == "exact" else f"near, {pair.distance} bits"
     return (
         f"{_relative(pair.first, first_root)} {sign} {_relative(pair.second, second_root)} "
-        f"({detail}, {pair.transform})"
+        f"({_pair_detail(pair)})"
     )
+
+
+def _pair_detail(pair: DuplicatePair) -> str:
+    """How a pair is described: "exact", or e.g. "near, similarity 0.993, 12 bits, rot90+flip"."""
+    if pair.kind == "exact":
+        return "exact"
+    return f"{pair.kind}, similarity {pair.similarity:.3f}, {pair.distance} bits, {pair.transform}"
 
 
 def _more(n_items: int, limit: int) -> list[str]:
