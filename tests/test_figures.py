@@ -232,7 +232,30 @@ def test_per_class_scores_from_a_matrix():
     assert scores["recall"] == pytest.approx([0.8, 0.6])
     assert scores["f1"][0] == pytest.approx(2 * (8 / 12) * 0.8 / (8 / 12 + 0.8))
     assert list(scores["support"]) == [10, 10]
-    assert per_class_scores(np.zeros((3, 3), dtype=int))["f1"] == pytest.approx([0, 0, 0])
+    assert np.isnan(per_class_scores(np.zeros((3, 3), dtype=int))["f1"]).all()
+
+
+def _table_rows(figure) -> dict[str, list[str]]:
+    """{class: [precision, recall, F1, support]} as the confusion figure's table shows them."""
+    (table,) = [t for axes in figure.axes for t in axes.tables]
+    cells = {key: cell.get_text().get_text() for key, cell in table.get_celld().items()}
+    n_rows = 1 + max(row for row, _ in cells)
+    return {cells[row, 0]: [cells[row, col] for col in range(1, 5)] for row in range(1, n_rows)}
+
+
+def test_a_class_without_images_has_no_recall_or_f1_not_zero():
+    """Issue 20: a test folder holding only Control images (Snap29 absent, but predicted 10
+    times) showed Snap29's recall and F1 as 0.00; they do not exist."""
+    from cellclass.figures.plots import draw_confusion_figure
+
+    figure = draw_confusion_figure(np.array([[40, 10], [0, 0]]), ["Control", "Snap29"])
+    rows = _table_rows(figure)
+    assert rows["Control"] == ["1.00", "0.80", "0.89", "50"]
+    assert rows["Snap29"] == ["0.00", "—", "—", "0"]  # 10 predictions, all wrong: precision 0
+    never_predicted = _table_rows(draw_confusion_figure(np.array([[8, 0], [4, 0]]), ["a", "b"]))
+    assert never_predicted["b"] == ["—", "0.00", "0.00", "4"]  # missed: recall and F1 are 0
+    scores = per_class_scores(np.array([[5, 0, 0], [0, 0, 0], [1, 0, 3]]))
+    assert np.nanmean(scores["recall"]) == pytest.approx((1 + 0.75) / 2)  # absent class left out
 
 
 @pytest.mark.parametrize("n_images", [1, 500])

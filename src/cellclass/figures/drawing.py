@@ -222,20 +222,38 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
-    """Precision, recall, F1 (zero when undefined) and support of each class of a (K, K) matrix.
+    """Precision, recall, F1 and support of each class of a (K, K) matrix; NaN where undefined.
 
     Expands the counts into label arrays and defers to `cellclass.metrics.per_class_scores`,
-    so the report and the metrics module can never disagree.
+    so the report and the metrics module can never disagree, except where a score has no
+    meaning: recall and F1 of a class with no images (support 0), precision of a class never
+    predicted. Those are NaN here, not the metrics module's 0, so a table shows "—" and a mean
+    over classes (``np.nanmean``) leaves them out. A class with images that is never predicted
+    keeps F1 0: its recall is 0, whatever its precision.
+
+    Returns
+    -------
+    dict
+        ``"precision"``, ``"recall"``, ``"f1"``: (K,) float64, NaN where undefined;
+        ``"support"``: (K,) int64.
     """
     matrix = np.asarray(matrix, dtype=np.int64)
     n_classes = matrix.shape[0]
-    if matrix.sum() == 0:
-        zeros = np.zeros(n_classes)
-        return {"precision": zeros, "recall": zeros, "f1": zeros, "support": zeros.astype(int)}
+    if matrix.sum() == 0:  # no images at all: nothing is defined
+        undefined = np.full(n_classes, np.nan)
+        support = np.zeros(n_classes, dtype=np.int64)
+        return {"precision": undefined, "recall": undefined, "f1": undefined, "support": support}
     classes = np.arange(n_classes)
     y_true = np.repeat(classes, matrix.sum(axis=1))  # (N,) row-major order of the cells
     y_pred = np.concatenate([np.repeat(classes, row) for row in matrix])  # (N,)
-    return _scores_from_labels(y_true, y_pred, n_classes)
+    scores = _scores_from_labels(y_true, y_pred, n_classes)
+    absent, never_predicted = matrix.sum(axis=1) == 0, matrix.sum(axis=0) == 0  # (K,), (K,)
+    return {
+        "precision": np.where(never_predicted, np.nan, scores["precision"]),
+        "recall": np.where(absent, np.nan, scores["recall"]),
+        "f1": np.where(absent, np.nan, scores["f1"]),
+        "support": scores["support"],
+    }
 
 
 def draw_heatmap(axes, values, class_names, title: str, fmt: str, *, vmax=None) -> None:
@@ -268,11 +286,17 @@ def draw_heatmap(axes, values, class_names, title: str, fmt: str, *, vmax=None) 
     axes.set_title(title)
 
 
+def score_text(value: float) -> str:
+    """A score with two decimals, or "—" where it is undefined (NaN)."""
+    return f"{value:.2f}" if np.isfinite(value) else "—"
+
+
 def draw_score_table(axes, scores: dict[str, np.ndarray], class_names) -> None:
-    """Table of per-class precision, recall, F1 and support on an otherwise empty axis."""
+    """Table of per-class precision, recall, F1 and support on an otherwise empty axis;
+    undefined scores (NaN, e.g. recall of a class with no images) read "—"."""
     axes.set_axis_off()
     cells = [
-        [str(name), f"{p:.2f}", f"{r:.2f}", f"{f:.2f}", str(int(s))]
+        [str(name), score_text(p), score_text(r), score_text(f), str(int(s))]
         for name, p, r, f, s in zip(
             class_names,
             scores["precision"],

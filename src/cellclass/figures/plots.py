@@ -322,6 +322,9 @@ def confusion_figure(
 ) -> Path:
     """Confusion matrix as counts and row-normalised, with per-class precision/recall/F1 below.
 
+    A score with no meaning reads "—": recall and F1 of a class with no images in this test
+    set, precision of a class never predicted (`cellclass.figures.drawing.per_class_scores`).
+
     Parameters
     ----------
     matrix : (K, K) ndarray, int
@@ -338,6 +341,14 @@ def confusion_figure(
     Path
         `out_path`.
     """
+    figure = draw_confusion_figure(matrix, class_names, title=title)
+    return save_png(figure, out_path)
+
+
+def draw_confusion_figure(
+    matrix: np.ndarray, class_names: Sequence[str], *, title: str | None = None
+) -> Figure:
+    """The figure of `confusion_figure`, not saved."""
     matrix = np.asarray(matrix)
     n_classes = len(class_names)
     if matrix.shape != (n_classes, n_classes):
@@ -362,7 +373,7 @@ def confusion_figure(
     total = int(matrix.sum())
     accuracy = np.trace(matrix) / total if total else float("nan")
     figure.suptitle(f"{title + ' — ' if title else ''}accuracy {accuracy:.1%} of {total} images")
-    return save_png(figure, out_path)
+    return figure
 
 
 def reliability_figure(
