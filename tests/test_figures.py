@@ -269,6 +269,27 @@ def test_reliability_figure(tmp_path, n_images):
     assert 400 < width < 700 and 450 < height < 700
 
 
+def test_reliability_draws_each_bins_confidence_at_its_own_height():
+    """Issue 20: the dots labelled "mean confidence" sat at the accuracy's height."""
+    from cellclass.figures.plots import draw_reliability_figure
+
+    confidence = np.array([0.55, 0.58, 0.62, 0.91, 0.95, 0.97, 0.99])
+    bins = _bins(confidence, np.array([0, 1, 0, 1, 0, 1, 1], dtype=bool), n_bins=5)
+    used = bins["count"] > 0
+    top = draw_reliability_figure(bins, 0.2).axes[0]
+    handles, labels = top.get_legend_handles_labels()
+    (artist,) = [h for h, label in zip(handles, labels, strict=True) if "confidence" in label]
+    if hasattr(artist, "get_segments"):  # hlines: one segment per bin
+        points = np.concatenate(artist.get_segments())  # (2 * n_used, 2)
+    else:
+        points = np.column_stack([artist.get_xdata(), artist.get_ydata()])
+    heights = sorted(set(np.round(points[:, 1], 9)))
+    assert heights == pytest.approx(sorted(bins["confidence"][used]))
+    assert not np.allclose(heights, sorted(bins["accuracy"][used]))
+    bar_tops = sorted(bar.get_height() for bar in top.patches)
+    assert bar_tops == pytest.approx(sorted(bins["accuracy"][used]))
+
+
 def test_importing_figures_leaves_pyplot_and_the_backend_alone():
     code = (  # rcParams.copy() reads settings without resolving (and importing) a backend
         "import sys, matplotlib; before = matplotlib.rcParams.copy(); "

@@ -383,7 +383,12 @@ def reliability_figure(
     *,
     title: str | None = None,
 ) -> Path:
-    """Reliability diagram: accuracy against confidence per bin, diagonal = perfect calibration.
+    """Reliability diagram: per confidence bin, its accuracy (bar) and its mean confidence.
+
+    Each bin's mean confidence is drawn at its own height, as a black line across the bin:
+    the gap between a bar's top and its line is that bin's calibration error (ECE is their
+    mean weighted by the images per bin, drawn below). A calibrated model's bars reach their
+    lines, which then cross the diagonal inside the bin.
 
     Parameters
     ----------
@@ -403,6 +408,11 @@ def reliability_figure(
     Path
         `out_path`.
     """
+    return save_png(draw_reliability_figure(bins, ece, title=title), out_path)
+
+
+def draw_reliability_figure(bins: dict, ece: float, *, title: str | None = None) -> Figure:
+    """The figure of `reliability_figure`, not saved."""
     edges = np.asarray(bins["edges"], dtype=float)
     count = np.asarray(bins["count"])
     used = count > 0
@@ -422,18 +432,18 @@ def reliability_figure(
         label="accuracy in bin",
     )
     top.plot([0, 1], [0, 1], "--", color=CHANCE_COLOUR, label="perfect calibration")
-    top.plot(
+    top.hlines(
         confidence,
-        accuracy,
-        "o",
+        lefts + 0.1 * widths,
+        lefts + 0.9 * widths,
         color="black",
-        markersize=4,
-        label="mean confidence",
+        linewidth=2,
+        label="mean confidence in bin",
         clip_on=False,
     )
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
-    top.set_ylabel("accuracy")
+    top.set_ylabel("accuracy, confidence")
     top.legend(loc="upper left", fontsize=8)
     top.set_title(f"{title + ' — ' if title else ''}ECE {100 * ece:.1f} %")
     bottom.bar(lefts, count[used], widths, align="edge", color="#999999", edgecolor="white")
@@ -442,4 +452,4 @@ def reliability_figure(
     for axes in (top, bottom):
         axes.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     top.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    return save_png(figure, out_path)
+    return figure

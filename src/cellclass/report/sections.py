@@ -81,7 +81,10 @@ def pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list[
         path = figures.reliability_figure(
             bins, ece, out / f"reliability-{results.file_slug(label)}.png", title=label
         )
-        question = "Is “95 % confident” right 95 % of the time? Bars on the diagonal mean yes."
+        question = (
+            "Is “95 % confident” right 95 % of the time? Bars show how often each confidence "
+            "bin was right, black lines how confident it was: bars that reach their line mean yes."
+        )
         entries.append(embedded_figure(path, "Calibration", f"{question} {pooled}"))
     return entries
 
