@@ -317,6 +317,30 @@ def test_chance_lines_follow_each_test_set():
     assert [list(line.get_ydata()) for line in same.get_lines()] == [[0.5, 0.5]]  # one axhline
 
 
+def test_the_expert_legend_entry_looks_like_the_expert_line():
+    """Issue 20: the legend's expert line was too short for one dash-dot period, so it showed
+    a plain dash while the plotted line was dash-dotted."""
+    import matplotlib
+
+    from cellclass.figures.plots import draw_accuracy_boxplot
+
+    rows = _run_rows(4, ["snap29", "snf7"], ["reference", "strong"])
+    figure = draw_accuracy_boxplot(
+        rows, chance=0.5, expert={"snap29": 0.93, "snf7": 0.707}, rng=np.random.default_rng(0)
+    )
+    axes = figure.axes[0]
+    (plotted, _) = [line for line in axes.get_lines() if line.get_linestyle() == "-."]
+    legend = axes.get_legend()
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert texts.count("expert") == 1  # one entry for both test sets
+    handle = legend.legend_handles[texts.index("expert")]
+    for get in ("get_color", "get_linestyle", "get_linewidth", "get_alpha"):
+        assert getattr(handle, get)() == getattr(plotted, get)(), get
+    period = sum(matplotlib.rcParams["lines.dashdot_pattern"]) * plotted.get_linewidth()
+    shown = legend.handlelength * legend.prop.get_size_in_points()  # points
+    assert shown >= period  # the dash, the dot and the gaps all appear
+
+
 def test_one_diverging_loss_does_not_flatten_the_other_curves():
     from cellclass.figures.plots import draw_training_curves
 

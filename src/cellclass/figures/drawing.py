@@ -28,6 +28,10 @@ WRONG_COLOUR = "#cf222e"  # tile title of a wrong prediction (red)
 CHANCE_COLOUR = "#555555"  # dashed chance line and calibration diagonal
 CONTROL_COLOUR = colormaps["tab10"].colors[7]  # grey: label-shuffled control runs
 EXPERT_COLOUR = "black"  # the human expert's accuracy, drawn dash-dotted: no model colour
+EXPERT_STYLE = {"color": EXPERT_COLOUR, "linestyle": "-.", "linewidth": 2.5}
+# legend lines, in font sizes: at 8 pt, 32 pt hold one period of the expert's 2.5-pt dash-dot
+# (26.5 pt); matplotlib's default 2 showed a plain dash, unlike the plotted line
+LEGEND_HANDLE_LENGTH = 4.0
 MAX_ANNOTATED_CLASSES = 20  # confusion cells get numbers up to this many classes
 DPI = 110  # dots per inch of every PNG: sharp in a browser, small enough to embed
 _PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}  # user text is never maths
@@ -198,8 +202,7 @@ def draw_reference_lines(
         if dataset in datasets:
             centre = datasets.index(dataset)
             span = [centre - 0.45, centre + 0.45]
-            style = {"color": EXPERT_COLOUR, "linestyle": "-.", "linewidth": 2.5}
-            axes.plot(span, [value, value], label=label, **style)
+            axes.plot(span, [value, value], label=label, **EXPERT_STYLE)
             label = None  # one legend entry for all test sets
 
 

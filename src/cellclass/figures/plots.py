@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from cellclass.figures.drawing import (
     CHANCE_COLOUR,
+    LEGEND_HANDLE_LENGTH,
     RIGHT_COLOUR,
     WRONG_COLOUR,
     chance_by_dataset,
@@ -231,9 +233,18 @@ def draw_accuracy_boxplot(
     kinds = {
         "label-shuffled control" if m.endswith(" (control)") else m: colours[m] for m in models
     }
+    handles, labels = axes.get_legend_handles_labels()  # the chance and expert lines themselves
     for label, colour in kinds.items() if len(kinds) > 1 else ():
-        axes.plot([], [], "s", color=colour, label=label)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        handles.append(Line2D([], [], linestyle="", marker="s", color=colour))
+        labels.append(label)
+    axes.legend(
+        handles,
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        handlelength=LEGEND_HANDLE_LENGTH,  # the expert's whole dash-dot pattern shows
+    )
     axes.set_title(f"Test accuracy per run ({run_label(groups)})")
     return figure
 
