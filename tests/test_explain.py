@@ -111,7 +111,7 @@ def test_class_score_is_the_margin_over_the_other_classes():
     np.testing.assert_allclose(score.numpy(), [5 - 2, 2 - 0])
 
 
-@pytest.mark.parametrize("name", ["badger", "compact"])
+@pytest.mark.parametrize("name", ["badger", "compact", "compact-fine"])
 def test_grad_cam_reads_a_map_of_at_least_8x8_in_the_study_models(name):
     torch.manual_seed(0)
     model = build_model(name, in_channels=1, n_classes=2, image_size=64).eval()

@@ -87,7 +87,7 @@ def test_multi_recipe_experiment_uses_same_seeds_and_splits(tmp_path):
     ]
     a = results.load_checkpoint(out / "models" / "run-00-reference.pt")
     b = results.load_checkpoint(out / "models" / "run-00-strong.pt")
-    assert a["seed"] == b["seed"] and b["architecture"] == "compact"
+    assert a["seed"] == b["seed"] and b["architecture"] == STRONG.model == "compact-fine"
     assert {row["model"] for row in summary_table(out)} == {"reference", "strong"}
     (comparison,) = model_comparisons(out)
     assert comparison["first"] == "reference" and 0 <= comparison["mcnemar_p"] <= 1
