@@ -1,3 +1,4 @@
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,24 @@ def test_folder_links_back_into_the_tree_are_not_followed(tmp_path):
     elsewhere = make_class_tree(tmp_path / "more", {"extra": 2})
     (root / "B" / "linked").symlink_to(elsewhere / "extra", target_is_directory=True)
     assert sum(s.label == 1 for s in scan_folder(root).samples) == 4  # outside links still count
+
+
+def test_byte_identical_copies_within_a_folder_are_warned_about(tmp_path):
+    """Issue 17, point 2: copies inside the training folder straddle the validation split."""
+    import shutil
+
+    from cellclass.data.datasets import load_dataset
+    from cellclass.data.preprocessing import Preprocessing
+    from cellclass.progress import WarningObserver
+
+    root = make_class_tree(tmp_path / "train", {"A": 3, "B": 2})
+    original = sorted((root / "A").iterdir())[0]
+    shutil.copy(original, root / "B" / "copy.png")
+    prep, cache = Preprocessing(image_size=16), str(tmp_path / "cache")
+    with pytest.warns(UserWarning, match=r"1 file\(s\) are byte-identical copies") as caught:
+        load_dataset("train", root, prep, cache_dir=cache, observer=WarningObserver())
+    assert f"{root / 'B' / 'copy.png'} = {original}" in str(caught[0].message)
+    (root / "B" / "copy.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no copies: no warning
+        load_dataset("train", root, prep, cache_dir=cache, observer=WarningObserver())

@@ -75,6 +75,15 @@ def load_dataset(
     fingerprint, pixel_sizes = folder_fingerprint(index, digests), folder_pixel_sizes(store.paths)
     data = Dataset(name, index, store, index.labels[rows], groups, fingerprint, pixel_sizes)
     observer.message(describe(data))
+    copies = exact_copies(index.paths, digests)
+    if copies:
+        first = copies[0]
+        observer.message(
+            f"warning: {name} folder {folder}: {sum(len(c) - 1 for c in copies)} file(s) are "
+            f"byte-identical copies of another (e.g. {first[1]} = {first[0]}); copies in one "
+            "folder can land on both sides of the train/validation split and count twice in "
+            "a test: remove them"
+        )
     if pixel_size_spread(pixel_sizes) > PIXEL_SIZE_TOLERANCE:
         known = [(entry["y"], entry["x"]) for entry in pixel_sizes if entry["x"] is not None]
         observer.message(
@@ -151,6 +160,14 @@ def pixel_size_spread(sizes: list[dict] | None) -> float:
         if values:
             spread = max(spread, max(values) / min(values) - 1)
     return spread
+
+
+def exact_copies(paths: Sequence[Path], digests: Sequence[bytes]) -> list[list[Path]]:
+    """Groups of files with the same content digest (byte-identical), in path order."""
+    groups: dict[bytes, list[Path]] = {}
+    for path, digest in zip(paths, digests, strict=True):
+        groups.setdefault(digest, []).append(path)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def folder_fingerprint(index: FolderIndex, digests: Sequence[bytes]) -> dict:
