@@ -203,6 +203,45 @@ def test_training_curves_skip_missing_values_and_need_some(tmp_path):
         )
 
 
+def _rings(axes) -> list[tuple[float, float]]:
+    """(x, y) of the hollow markers (no face colour) on a panel of the training curves."""
+    hollow = [c for c in axes.collections if c.get_offsets().size and not c.get_facecolors().size]
+    return [tuple(xy) for c in hollow for xy in c.get_offsets()]
+
+
+def test_training_curves_ring_the_epoch_each_run_kept():
+    """Issue 20: the epoch whose weights a run kept (runs.csv ``epoch``: the last for the
+    reference recipe, the best validation epoch for the strong one) was not on the curves."""
+    from cellclass.figures.plots import draw_training_curves
+
+    models = ("reference", "strong")
+    rows = _epoch_rows(3, ["train", "val", "test"], models, n_epochs=6)
+    kept = {("reference", 0): 6, ("reference", 1): 6, ("reference", 2): 6}
+    kept |= {("strong", 0): 2, ("strong", 1): 4}  # strong run 2 recorded no epoch
+    run_rows = [
+        {"model": m, "run": r, "control": 0, "dataset": "test", "epoch": kept.get((m, r), np.nan)}
+        for m in models
+        for r in range(3)
+    ]
+    run_rows += [{"model": "strong", "run": 0, "control": 1, "dataset": "test", "epoch": 5}]
+    figure = draw_training_curves(rows, rng=np.random.default_rng(0), run_rows=run_rows)
+    for axes, split in zip(figure.axes, ["train", "val", "test"], strict=True):
+        expected = sorted(
+            (epoch, row["accuracy"])
+            for (model, run), epoch in kept.items()
+            for row in rows
+            if (row["model"], row["run"], row["epoch"], row["split"]) == (model, run, epoch, split)
+        )
+        rings = sorted((round(x), y) for x, y in _rings(axes))  # x is jittered by < 0.15
+        assert [epoch for epoch, _ in rings] == [epoch for epoch, _ in expected], split
+        assert [y for _, y in rings] == pytest.approx([y for _, y in expected]), split
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert any("kept" in text for text in legend)
+    plain = draw_training_curves(rows, rng=np.random.default_rng(0))  # no runs.csv rows
+    assert not any(_rings(axes) for axes in plain.axes)
+    assert not any("kept" in t.get_text() for t in plain.axes[0].get_legend().get_texts())
+
+
 def test_moving_average_keeps_the_ends_and_smooths_the_middle():
     values = np.array([0.0, 3.0, 0.0, 3.0, 0.0, 9.0])
     assert moving_average(values, 3) == pytest.approx([0, 1, 2, 1, 4, 9])

@@ -167,8 +167,11 @@ class Study:
         """Per-epoch curves of ``metric`` ("accuracy" or "loss"), one panel per split."""
         if metric not in ("accuracy", "loss"):
             raise ValueError(f"metric {metric!r}: choose 'accuracy' or 'loss'")
-        epochs = [row for row in read_results(self.run_dir).epochs if not row["control"]]
-        return draw_training_curves(epochs, metric=metric, rng=np.random.default_rng(seed))
+        data = read_results(self.run_dir)
+        epochs = [row for row in data.epochs if not row["control"]]
+        return draw_training_curves(
+            epochs, metric=metric, rng=np.random.default_rng(seed), run_rows=data.runs
+        )
 
     def predict(self, paths, *, model: str | None = None, run: int | None = None) -> pd.DataFrame:
         """Classify images (files or folders) with the saved runs of ``model`` (default: the

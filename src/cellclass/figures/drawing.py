@@ -323,14 +323,40 @@ def draw_score_table(axes, scores: dict[str, np.ndarray], class_names) -> None:
             cell.set_facecolor("#f0f0f0")
 
 
-def draw_curve(axes, rows, metric, colour, rng, smooth) -> None:
-    """Jittered points of every run plus the (smoothed) mean line and ± sd band of one model."""
+def run_key(row: Mapping) -> tuple[str, int, int]:
+    """(model, run, control) of a runs.csv or epochs.csv row: run numbers restart per model
+    and for control runs."""
+    return str(row["model"]), int(row["run"]), int(bool(row.get("control") or 0))
+
+
+def kept_epochs(run_rows: Iterable[Mapping]) -> dict[tuple[str, int, int], int]:
+    """{`run_key`: epoch whose weights were kept} from runs.csv rows (one per run and test
+    set, all with the same ``epoch``); runs without a recorded epoch are left out."""
+    kept = {}
+    for row in run_rows:
+        epoch = float(row.get("epoch", np.nan))
+        if np.isfinite(epoch):
+            kept[run_key(row)] = int(epoch)
+    return kept
+
+
+def draw_curve(axes, rows, metric, colour, rng, smooth, kept=None) -> bool:
+    """Jittered points of every run plus the (smoothed) mean line and ± sd band of one model.
+
+    kept : {`run_key`: epoch}, optional
+        The point of each run's kept epoch is ringed. Returns whether any ring was drawn (a
+        split not evaluated at that epoch, with ``test_every``, has no point to ring).
+    """
     if not rows:
-        return
+        return False
     epochs = np.array([row["epoch"] for row in rows], dtype=float)  # (M,)
     values = np.array([row[metric] for row in rows], dtype=float)  # (M,)
     jitter = rng.uniform(-0.15, 0.15, size=epochs.size)
     axes.scatter(epochs + jitter, values, s=9, color=colour, alpha=0.35, linewidths=0)
+    kept = kept or {}
+    is_kept = np.array([kept.get(run_key(row)) == row["epoch"] for row in rows])  # (M,)
+    ring = {"s": 40, "facecolors": "none", "edgecolors": colour, "linewidths": 1.3}
+    axes.scatter((epochs + jitter)[is_kept], values[is_kept], zorder=3, clip_on=False, **ring)
     unique = np.unique(epochs)
     means = np.array([values[epochs == e].mean() for e in unique])
     sds = np.array(
@@ -340,6 +366,7 @@ def draw_curve(axes, rows, metric, colour, rng, smooth) -> None:
         means, sds = moving_average(means, smooth), moving_average(sds, smooth)
     axes.plot(unique, means, color=colour, linewidth=2)
     axes.fill_between(unique, means - sds, means + sds, color=colour, alpha=0.18, linewidth=0)
+    return bool(is_kept.any())
 
 
 def label_curve_axes(panels, n_cols: int, n_used: int, metric: str) -> None:

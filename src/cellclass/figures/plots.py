@@ -34,6 +34,7 @@ from cellclass.figures.drawing import (
     draw_reference_lines,
     draw_score_table,
     group_values,
+    kept_epochs,
     label_curve_axes,
     model_colours,
     new_figure,
@@ -256,8 +257,10 @@ def training_curves(
     metric: str = "accuracy",
     rng: np.random.Generator,
     smooth: int = 3,
+    run_rows: Sequence[dict] = (),
 ) -> Path:
-    """Per-epoch curves: one panel per split, every run's points jittered, mean ± sd band.
+    """Per-epoch curves: one panel per split, every run's points jittered, mean ± sd band;
+    each run's kept epoch (the weights it was tested and saved with) ringed.
 
     Parameters
     ----------
@@ -273,13 +276,20 @@ def training_curves(
     smooth : int, optional
         Window (epochs) of the centred moving average applied to the mean and band;
         curves shorter than ``2 * smooth`` epochs, and ``smooth <= 1``, are not smoothed.
+    run_rows : sequence of dict, optional
+        Rows of ``runs.csv``: ``model``, ``run``, ``control`` and ``epoch``, the epoch whose
+        weights each run kept (the best validation epoch or the last, by recipe). That
+        epoch's point of the run is ringed in every panel that has one; without run_rows,
+        nothing is ringed.
 
     Returns
     -------
     Path
         `out_path`.
     """
-    figure = draw_training_curves(epoch_rows, metric=metric, rng=rng, smooth=smooth)
+    figure = draw_training_curves(
+        epoch_rows, metric=metric, rng=rng, smooth=smooth, run_rows=run_rows
+    )
     return save_png(figure, out_path)
 
 
@@ -289,8 +299,10 @@ def draw_training_curves(
     metric: str = "accuracy",
     rng: np.random.Generator,
     smooth: int = 3,
+    run_rows: Sequence[dict] = (),
 ) -> Figure:
     """The figure of `training_curves`, not saved: for notebooks (``figure`` displays it)."""
+    kept = kept_epochs(run_rows)
     rows = [row for row in epoch_rows if np.isfinite(row.get(metric, np.nan))]
     if not rows:
         raise ValueError(f"no finite '{metric}' values to plot in epoch_rows")
@@ -301,10 +313,11 @@ def draw_training_curves(
     n_rows = math.ceil(len(splits) / n_cols)
     figure = new_figure(0.6 + 3.6 * n_cols, 0.4 + 2.9 * n_rows)
     panels = figure.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True).ravel()
+    ringed = False
     for axes, split in zip(panels, splits, strict=False):
         for model in models:
             subset = [r for r in rows if r["split"] == split and r["model"] == model]
-            draw_curve(axes, subset, metric, colours[model], rng, smooth)
+            ringed |= draw_curve(axes, subset, metric, colours[model], rng, smooth, kept)
         axes.set_title(split)
         axes.grid(alpha=0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -316,9 +329,12 @@ def draw_training_curves(
         typical = float(np.percentile(values, 98))
         if values.max() > 2 * typical:
             panels[0].set_ylim(0, 1.15 * typical)  # shared y axis: every panel
-    if len(models) > 1:
-        for model in models:
-            panels[0].plot([], [], color=colours[model], label=model)
+    for model in models if len(models) > 1 else ():
+        panels[0].plot([], [], color=colours[model], label=model)
+    if ringed:
+        ring = {"marker": "o", "markerfacecolor": "none", "markeredgecolor": "black"}
+        panels[0].plot([], [], linestyle="", label="epoch kept by each run", **ring)
+    if len(models) > 1 or ringed:
         panels[0].legend(fontsize=8)
     figure.suptitle(f"{metric.capitalize()} per epoch (points: runs; line: mean ± sd)")
     return figure

@@ -193,7 +193,9 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
     for metric in ("accuracy", "loss"):
         if any(math.isfinite(row.get(metric, math.nan)) for row in epochs):
             name = f"curves-{metric}.png"
-            path = figures.training_curves(epochs, out / name, metric=metric, rng=rng)
+            path = figures.training_curves(
+                epochs, out / name, metric=metric, rng=rng, run_rows=data.runs
+            )
             caption = {
                 "accuracy": "Train near 100 % while a test set stays low means memorisation.",
                 "loss": "Training loss falling while a test set's loss rises means "
