@@ -19,9 +19,9 @@ from matplotlib.table import Cell
 from matplotlib.text import Text
 from matplotlib.ticker import PercentFormatter
 
+from cellclass import metrics
 from cellclass._files import atomic_path
 from cellclass.data.images import to_display_uint8
-from cellclass.metrics import per_class_scores as _scores_from_labels
 
 RIGHT_COLOUR = "#1a7f37"  # tile title of a correct prediction (green)
 WRONG_COLOUR = "#cf222e"  # tile title of a wrong prediction (red)
@@ -249,7 +249,7 @@ def per_class_scores(matrix: np.ndarray) -> dict[str, np.ndarray]:
     classes = np.arange(n_classes)
     y_true = np.repeat(classes, matrix.sum(axis=1))  # (N,) row-major order of the cells
     y_pred = np.concatenate([np.repeat(classes, row) for row in matrix])  # (N,)
-    scores = _scores_from_labels(y_true, y_pred, n_classes)
+    scores = metrics.per_class_scores(y_true, y_pred, n_classes)
     absent, never_predicted = matrix.sum(axis=1) == 0, matrix.sum(axis=0) == 0  # (K,), (K,)
     return {
         "precision": np.where(never_predicted, np.nan, scores["precision"]),
