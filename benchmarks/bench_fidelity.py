@@ -54,9 +54,9 @@ import numpy as np
 import torch
 
 from cellclass import results
-from cellclass.data.cache import Preprocessing
 from cellclass.data.datasets import load_dataset
-from cellclass.data.images import NORMALIZATION_MODES
+from cellclass.data.normalization import NORMALIZATION_MODES
+from cellclass.data.preprocessing import Preprocessing
 from cellclass.metrics import collapsed
 from cellclass.synthetic.folders import FORMATS, write_class_folders
 from cellclass.training import ExperimentSettings, run_experiment

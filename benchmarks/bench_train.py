@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from cellclass.data.cache import PixelStore
-from cellclass.data.images import Normalization
+from cellclass.data.normalization import Normalization
 from cellclass.models.cnn import build_model
 from cellclass.training.chunks import (
     chunk_images,

@@ -18,8 +18,10 @@ from cellclass.blind.scoring import ANSWER_COLUMNS, answer_rows, scorer_summary
 from cellclass.blind.server import ServeSettings, is_loopback, open_server
 from cellclass.blind.store import Session, open_store
 from cellclass.blind.testset import load_test, render_png
-from cellclass.data.cache import Preprocessing, load_normalized, preprocessing_to_dict
-from cellclass.data.images import Normalization, to_display_uint8
+from cellclass.data.cache import load_normalized
+from cellclass.data.images import to_display_uint8
+from cellclass.data.normalization import Normalization
+from cellclass.data.preprocessing import Preprocessing, preprocessing_to_dict
 
 from .test_blind_store import CLASSES, dump, write_blind_tree
 

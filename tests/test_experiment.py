@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cellclass import results
-from cellclass.data.cache import BadImagesError
+from cellclass.data.preprocessing import BadImagesError
 from cellclass.progress import Observer
 from cellclass.summary import summary_table
 from cellclass.training import ExperimentError, ExperimentSettings, run_experiment, run_splits

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from cellclass.cli import EXPORT_FORMATS, main
-from cellclass.data.cache import preprocessing_from_dict
-from cellclass.data.images import Normalization, normalize
+from cellclass.data.normalization import Normalization, normalize
+from cellclass.data.preprocessing import preprocessing_from_dict
 from cellclass.export import runs as export
 from cellclass.export.bioimageio import package_preprocessing
 from cellclass.export.runs import (

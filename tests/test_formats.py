@@ -15,7 +15,7 @@ import zarr
 from PIL import Image
 
 from cellclass import results
-from cellclass.data.cache import Preprocessing, file_digests
+from cellclass.data.cache import file_digests
 from cellclass.data.datasets import folder_pixel_sizes, load_dataset
 from cellclass.data.folders import scan_folder
 from cellclass.data.images import (
@@ -26,6 +26,7 @@ from cellclass.data.images import (
     is_image_path,
     read_image,
 )
+from cellclass.data.preprocessing import Preprocessing
 from cellclass.progress import Observer
 from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE

@@ -13,18 +13,20 @@ from cellclass.data import images
 from cellclass.data.images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
-    Normalization,
     effective_bit_depth,
-    fit_normalization,
     image_meta,
-    image_percentiles,
-    normalize,
     parse_channels,
     read_image,
     resize,
     select_channels,
     to_display_uint8,
     write_image,
+)
+from cellclass.data.normalization import (
+    Normalization,
+    fit_normalization,
+    image_percentiles,
+    normalize,
 )
 
 SIZE = 32

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from cellclass import results
-from cellclass.data.cache import Preprocessing, load_store
+from cellclass.data.cache import load_store
+from cellclass.data.preprocessing import Preprocessing
 from cellclass.figures.plots import confusion_figure
 from cellclass.predict import predict_paths
 from cellclass.progress import Observer

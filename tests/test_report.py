@@ -286,8 +286,8 @@ def test_read_results_without_config_says_what_to_do(tmp_path):
 
 # ---------------------------------------------------------------- preview
 def test_write_preview_loads_real_images_with_classes_taking_turns(tmp_path):
-    from cellclass.data.cache import preprocessing_from_dict
     from cellclass.data.folders import scan_folder
+    from cellclass.data.preprocessing import preprocessing_from_dict
 
     _write_images(tmp_path / "train", ["a", "b", "c", "d", "e"], 6, np.random.default_rng(0))
     index = scan_folder(tmp_path / "train")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cellclass.data.cache import PixelStore
-from cellclass.data.images import Normalization
+from cellclass.data.normalization import Normalization
 from cellclass.training.recipes import REFERENCE, STRONG
 from cellclass.training.train import (
     Split,

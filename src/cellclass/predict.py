@@ -13,10 +13,12 @@ import numpy as np
 import torch
 
 from cellclass import results
-from cellclass.data.cache import Preprocessing, load_store, preprocessing_from_dict
+from cellclass.data.cache import load_store
 from cellclass.data.datasets import Dataset, dataset_info, load_dataset
 from cellclass.data.folders import is_hidden
-from cellclass.data.images import IMAGE_EXTENSIONS, Normalization, is_image_path
+from cellclass.data.images import IMAGE_EXTENSIONS, is_image_path
+from cellclass.data.normalization import Normalization
+from cellclass.data.preprocessing import Preprocessing, preprocessing_from_dict
 from cellclass.explain.probes import load_temperatures
 from cellclass.metrics import softmax
 from cellclass.models.cnn import build_model

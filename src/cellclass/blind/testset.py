@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 
 from cellclass import results
-from cellclass.data.cache import Preprocessing, load_store, preprocessing_from_dict
+from cellclass.data.cache import load_store
 from cellclass.data.folders import scan_folder
-from cellclass.data.images import Normalization, image_meta, to_display_uint8
-from cellclass.data.normalization import normalize_batch
+from cellclass.data.images import image_meta, to_display_uint8
+from cellclass.data.normalization import Normalization, normalize_batch
+from cellclass.data.preprocessing import Preprocessing, preprocessing_from_dict
 
 MIN_DISPLAY_SIZE = 384  # images are upscaled by a whole factor to at least this many pixels
 _CHUNK = 64  # images normalised at a time, to bound memory on large test sets

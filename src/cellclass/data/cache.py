@@ -34,12 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cellclass.data.images import (
-    ImageReadError,
-    effective_bit_depth,
-    image_percentiles,
-)
-from cellclass.data.normalization import normalize_batch
+from cellclass.data.images import ImageReadError, effective_bit_depth
+from cellclass.data.normalization import image_percentiles, normalize_batch
 from cellclass.data.preprocessing import (
     BadImagesError,
     Preprocessing,
@@ -47,23 +43,17 @@ from cellclass.data.preprocessing import (
     decode_file,
     failure_reason,
     first_decodable,
-    preprocessing_from_dict,
-    preprocessing_to_dict,
 )
 
 __all__ = [
     "RELEASE_BYTES",
     "STORE_VERSION",
-    "BadImagesError",
     "CacheError",
     "PixelStore",
-    "Preprocessing",
     "default_cache_dir",
     "file_digests",
     "load_normalized",
     "load_store",
-    "preprocessing_from_dict",
-    "preprocessing_to_dict",
     "read_rows",
     "release_pages",
     "sample_pixels",

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cellclass.data.cache import PixelStore, Preprocessing, file_digests, load_store
+from cellclass.data.cache import PixelStore, file_digests, load_store
 from cellclass.data.folders import FolderIndex, scan_folder
 from cellclass.data.images import ImageReadError, image_metadata
+from cellclass.data.preprocessing import Preprocessing
 from cellclass.progress import Observer
 
 

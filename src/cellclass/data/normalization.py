@@ -3,7 +3,8 @@ trained model, fitting it on training pixels, and applying it.
 
 Modes: "dataset" (one per-channel percentile range from the training pixels, keeps brightness
 differences between images), "image" (each image stretched to its own percentiles) and
-"bitdepth" (0 .. 2**bits - 1). `cellclass.data.images` re-exports every public name here.
+"bitdepth" (0 .. 2**bits - 1). `normalize` (numpy) and `normalize_batch` (torch) apply the
+same ranges and guards.
 """
 
 from __future__ import annotations

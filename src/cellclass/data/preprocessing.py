@@ -3,8 +3,7 @@
 The `Preprocessing` settings (size, channels, TIFF page, normalisation) and their JSON form;
 decoding one file into a store row (`decode_file`: read, pick channels, resize) and making it
 match the store's channel count and dtype (`coerce_to_store`); `BadImagesError`, which lists
-every file that could not be decoded. `cellclass.data.cache` builds the pixel store from them
-and re-exports them.
+every file that could not be decoded. `cellclass.data.cache` builds the pixel store from them.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cellclass.data.images import ImageReadError, Normalization, read_image, resize, select_channels
+from cellclass.data.images import ImageReadError, read_image, resize, select_channels
+from cellclass.data.normalization import Normalization
 
 __all__ = ["BadImagesError", "Preprocessing", "preprocessing_from_dict", "preprocessing_to_dict"]
 

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from cellclass import results
-from cellclass.data.cache import Preprocessing, load_store, preprocessing_from_dict
+from cellclass.data.cache import load_store
 from cellclass.data.datasets import load_dataset
-from cellclass.data.images import Normalization
+from cellclass.data.normalization import Normalization
+from cellclass.data.preprocessing import Preprocessing, preprocessing_from_dict
 from cellclass.predict import SavedRun, collect_images, load_runs
 from cellclass.training import ExperimentSettings, run_splits
 from cellclass.training.augment import tta_probabilities

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cellclass import results
-from cellclass.data.images import Normalization
+from cellclass.data.normalization import Normalization
 from cellclass.explain import probes
 from cellclass.explain.common import CPU, Outputs, balanced_rows, figure_entry, split_logits
 from cellclass.figures import probes as probe_figures

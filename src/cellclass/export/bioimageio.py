@@ -2,7 +2,7 @@
 sample tensors and a cover image, written as a ``.zip`` or a folder.
 
 The package's input is the *raw* resized image; its preprocessing in rdf.yaml normalises it as
-`cellclass.data.images.normalize` does (``scale_linear`` per channel for "dataset"/"bitdepth",
+`cellclass.data.normalize` does (``scale_linear`` per channel for "dataset"/"bitdepth",
 ``scale_range`` over y, x for "image", then ``clip``). `cellclass.export.runs` re-exports the public
 names here.
 """
@@ -28,15 +28,9 @@ from PIL import Image
 
 from cellclass import results
 from cellclass._files import atomic_write_bytes
-from cellclass.data.cache import preprocessing_from_dict
-from cellclass.data.images import (
-    Normalization,
-    normalize,
-    read_image,
-    resize,
-    select_channels,
-    to_display_uint8,
-)
+from cellclass.data.images import read_image, resize, select_channels, to_display_uint8
+from cellclass.data.normalization import Normalization, normalize
+from cellclass.data.preprocessing import preprocessing_from_dict
 from cellclass.export.formats import (
     ONNX_OPSET,
     Classifier,
@@ -108,7 +102,7 @@ def _test_input(saved: SavedRun, sample_image: str | None) -> np.ndarray:
 
 
 def package_preprocessing(norm: Normalization) -> list[dict]:
-    """bioimage.io preprocessing equal to `cellclass.data.images.normalize` for ``norm``."""
+    """bioimage.io preprocessing equal to `cellclass.data.normalize` for ``norm``."""
     steps: list[dict] = [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}]
     if norm.mode == "image":
         low, high = norm.percentiles

@@ -70,7 +70,7 @@ def export_metadata(saved: SavedRun) -> dict:
         "seed": meta.get("seed"),
         "class_names": list(meta["class_names"]),
         "input": f"(batch, {meta['in_channels']}, {size}, {size}) float32 in [0, 1]: pixels "
-        "normalised as 'preprocessing' says (cellclass.data.images.normalize)",
+        "normalised as 'preprocessing' says (cellclass.data.normalize)",
         "output": "(batch, n_classes) float32 class probabilities, in class_names order",
         "preprocessing": meta["preprocessing"],
     }

@@ -23,13 +23,9 @@ import numpy as np
 from cellclass import results
 from cellclass._files import atomic_write_text
 from cellclass.checks import ReportWarning, chance_levels, find_warnings, summary_rows
-from cellclass.data.cache import (
-    BadImagesError,
-    Preprocessing,
-    load_normalized,
-    preprocessing_from_dict,
-)
+from cellclass.data.cache import load_normalized
 from cellclass.data.folders import FolderError, FolderIndex, scan_folder
+from cellclass.data.preprocessing import BadImagesError, Preprocessing, preprocessing_from_dict
 from cellclass.explain.probes import load_temperatures
 from cellclass.figures import plots as figures
 from cellclass.progress import Observer

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from cellclass import results
-from cellclass.data.cache import Preprocessing, preprocessing_to_dict, sample_pixels
+from cellclass.data.cache import sample_pixels
 from cellclass.data.datasets import Dataset, dataset_info, fingerprint_changes, load_dataset
-from cellclass.data.images import Normalization, fit_normalization
+from cellclass.data.normalization import Normalization, fit_normalization
+from cellclass.data.preprocessing import Preprocessing, preprocessing_to_dict
 from cellclass.inspection.dataset import find_leakage, leakage_message
 from cellclass.models.baselines import BaselineSettings
 from cellclass.progress import Observer

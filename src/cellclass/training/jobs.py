@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellclass.data.cache import Preprocessing
 from cellclass.data.datasets import Dataset
 from cellclass.data.folders import grouped_split
+from cellclass.data.preprocessing import Preprocessing
 from cellclass.models.baselines import BaselineSettings
 from cellclass.progress import Observer
 from cellclass.training.recipes import Recipe

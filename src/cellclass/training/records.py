@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from cellclass import results
-from cellclass.data.cache import preprocessing_to_dict
 from cellclass.data.datasets import Dataset
+from cellclass.data.preprocessing import preprocessing_to_dict
 from cellclass.metrics import collapsed, expected_calibration_error, softmax
 from cellclass.training.jobs import ExperimentData, Job, run_splits
 from cellclass.training.settings import ExperimentSettings, normalization_mode

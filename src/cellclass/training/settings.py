@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
-from cellclass.data.images import MAX_PIXELS_VARIABLE, NORMALIZATION_MODES, max_image_pixels
+from cellclass.data.images import MAX_PIXELS_VARIABLE, max_image_pixels
+from cellclass.data.normalization import NORMALIZATION_MODES
 from cellclass.models.baselines import BaselineSettings
 from cellclass.training.recipes import REFERENCE, Recipe, check_recipe
 from cellclass.training.train import autocast_dtype, resolve_device

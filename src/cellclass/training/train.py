@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from cellclass.data.cache import PixelStore, read_rows
-from cellclass.data.images import Normalization
-from cellclass.data.normalization import normalize_batch
+from cellclass.data.normalization import Normalization, normalize_batch
 from cellclass.models.cnn import build_model
 from cellclass.training.augment import augment_batch, tta_probabilities
 from cellclass.training.chunks import chunk_images, in_chunks, training_chunk
