@@ -11,17 +11,9 @@ import pytest
 from cellclass.cli import main
 from cellclass.data.folders import FolderError, grouped_split, scan_folder
 from cellclass.data.images import ImageReadError, read_image, write_image
-from cellclass.prepare.steps import (
-    MANIFEST_COLUMNS,
-    PrepareError,
-    RotateSettings,
-    TileSettings,
-    crop_shape,
-    parse_angles,
-    rotate_folder,
-    rotate_image,
-    tile_folder,
-)
+from cellclass.prepare.rotation import RotateSettings, crop_shape, parse_angles, rotate_image
+from cellclass.prepare.steps import MANIFEST_COLUMNS, PrepareError, rotate_folder, tile_folder
+from cellclass.prepare.tiling import TileSettings
 
 
 def _write(path: Path, image: np.ndarray) -> Path:

@@ -17,10 +17,9 @@ angle in degrees as written (``_a-5``, ``_a2.5``). Pixels keep dtype, bit depth 
 PNG and TIFF keep their format, JPEG and BMP become PNG (re-encoding JPEG would add artefacts).
 
 This module owns the two steps' entry points, the folder walk, output names, the overwrite
-check and the manifest. The pixel work lives in `cellclass.prepare.tiling` (`cut_tiles`,
-`foreground_mask`) and `cellclass.prepare.rotation` (`parse_angles`, `rotate_image`, `crop_shape`);
-their public names are re-exported here, as are `PrepareResult` and `format_result` from
-`cellclass.prepare.result`.
+check, the manifest and what a step did (`PrepareResult`, `format_result`). The pixel work
+lives in `cellclass.prepare.tiling` (`cut_tiles`, `foreground_mask`) and
+`cellclass.prepare.rotation` (`parse_angles`, `rotate_image`, `crop_shape`).
 """
 
 from __future__ import annotations
@@ -38,32 +37,22 @@ from cellclass import results
 from cellclass.csv_cells import unescape_row
 from cellclass.data.folders import MANIFEST_NAME, scan_folder
 from cellclass.data.images import ImageReadError, read_image, write_image
-from cellclass.prepare.result import PrepareResult, format_result
 from cellclass.prepare.rotation import (
     FILL_MODES,
     FLIPS,
     RotateSettings,
     crop_shape,
-    parse_angles,
+    parse_angles,  # noqa: F401 (cli.data_commands calls prepare.parse_angles)
     rotate_image,
 )
-from cellclass.prepare.tiling import EDGE_POLICIES, TileSettings, cut_tiles, foreground_mask
+from cellclass.prepare.tiling import EDGE_POLICIES, TileSettings, cut_tiles
 
 __all__ = [
-    "EDGE_POLICIES",
-    "FILL_MODES",
     "MANIFEST_COLUMNS",
     "PrepareError",
     "PrepareResult",
-    "RotateSettings",
-    "TileSettings",
-    "crop_shape",
-    "cut_tiles",
-    "foreground_mask",
     "format_result",
-    "parse_angles",
     "rotate_folder",
-    "rotate_image",
     "tile_folder",
 ]
 
@@ -79,11 +68,25 @@ MANIFEST_COLUMNS = [
     "flip",
 ]
 _TILE_NAME = re.compile(r"(?P<stem>.+)_r\d+c\d+")  # stem of an existing tile output
+_FAIR_DROP_GAP = 0.1  # warn when the share of tiles dropped differs more between classes
 _ROTATION_NAME = re.compile(r"(?P<stem>.+)_a-?\d+(?:\.\d+)?(?:_f[hv])?")
 
 
 class PrepareError(ValueError):
     """A prepare step cannot run; the message is one line saying what to change."""
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What one prepare step did."""
+
+    dst: Path  # the output folder
+    manifest: Path  # DST/manifest.csv, written or extended
+    n_sources: int  # images read from SRC
+    written: dict[str, int]  # files written to DST, per class
+    dropped: dict[str, int]  # tiles left out as mostly background (min_foreground), per class
+    no_output: tuple[Path, ...]  # sources that gave no file (smaller than a tile with "drop")
+    skipped: tuple[tuple[Path, str], ...]  # unreadable sources and why (skip_bad)
 
 
 @dataclass(frozen=True)
@@ -373,3 +376,34 @@ def _extend_manifest(dst: Path, rows: list[dict]) -> Path:
     columns = MANIFEST_COLUMNS + list(dict.fromkeys(extra))
     results.write_table(manifest, columns, [merged[key] for key in sorted(merged)])
     return manifest
+
+
+# ----------------------------------------------------------------------------- what a step did
+
+
+def format_result(result: PrepareResult) -> str:
+    """What a prepare step did, as lines for a terminal."""
+    per_class = ", ".join(f"{name} {n}" for name, n in result.written.items())
+    lines = [
+        f"{sum(result.written.values())} files written to {result.dst} from "
+        f"{result.n_sources} images ({per_class})"
+    ]
+    if any(result.dropped.values()):
+        shares = [
+            f"{name} {n} ({n / max(1, n + result.written[name]):.0%})"
+            for name, n in result.dropped.items()
+        ]
+        lines.append("tiles dropped as background: " + ", ".join(shares))
+        rates = [n / max(1, n + result.written[name]) for name, n in result.dropped.items()]
+        if max(rates) - min(rates) > _FAIR_DROP_GAP:
+            lines.append(
+                "warning: classes lose different shares of tiles, so --min-foreground selects "
+                "them differently (a possible confound); lower it or check the fields"
+            )
+    if result.no_output:
+        lines.append(
+            f"{len(result.no_output)} image(s) gave no file (smaller than a tile: --edge pad "
+            f"keeps them; or all background), e.g. {result.no_output[0]}"
+        )
+    lines += [f"skipped unreadable image {why}" for _, why in result.skipped]
+    return "\n".join([*lines, f"manifest: {result.manifest}"])
