@@ -16,15 +16,9 @@ from cellclass.cli import EXPORT_FORMATS, main
 from cellclass.data.normalization import Normalization, normalize
 from cellclass.data.preprocessing import preprocessing_from_dict
 from cellclass.export import runs as export
-from cellclass.export.bioimageio import package_preprocessing
-from cellclass.export.runs import (
-    Classifier,
-    ExportError,
-    PackageSettings,
-    dihedral_view,
-    export_run,
-    to_yaml,
-)
+from cellclass.export.bioimageio import PackageSettings, package_preprocessing, to_yaml
+from cellclass.export.formats import Classifier, ExportError, dihedral_view
+from cellclass.export.runs import export_run
 from cellclass.predict import SavedRun, load_runs
 from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.augment import dihedral, tta_probabilities

@@ -3,8 +3,7 @@ sample tensors and a cover image, written as a ``.zip`` or a folder.
 
 The package's input is the *raw* resized image; its preprocessing in rdf.yaml normalises it as
 `cellclass.data.normalize` does (``scale_linear`` per channel for "dataset"/"bitdepth",
-``scale_range`` over y, x for "image", then ``clip``). `cellclass.export.runs` re-exports the public
-names here.
+``scale_range`` over y, x for "image", then ``clip``).
 """
 
 from __future__ import annotations

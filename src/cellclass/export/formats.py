@@ -3,7 +3,6 @@
 `Classifier` wraps a run's model with its softmax (averaged over the 8 dihedral transforms for
 recipes with test-time augmentation); `torchscript_bytes` and `onnx_bytes` serialise it with the
 `export_metadata` JSON, load it back and compare its outputs with the model (`TOLERANCE`).
-`cellclass.export.runs` re-exports every public name here.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ network ("image" mode needs per-image percentiles) and is described with it:
 
 Each network is loaded back and compared with the PyTorch model (`TOLERANCE`). ONNX, and so
 the package, needs ``pip install 'cellclass[export]'``. Nothing existing is overwritten.
-The network and its TorchScript and ONNX bytes are in `cellclass.export.formats`, the
-bioimage.io package in `cellclass.export.bioimageio`; their public names are re-exported here.
+This module picks the run and writes the file; the network and its TorchScript and ONNX bytes
+are in `cellclass.export.formats`, the bioimage.io package (which builds on them) in
+`cellclass.export.bioimageio`.
 """
 
 from __future__ import annotations
@@ -26,44 +27,17 @@ import re
 from pathlib import Path
 
 from cellclass._files import atomic_write_bytes
-from cellclass.export.bioimageio import (
-    FORMAT_VERSION,
-    PackageSettings,
-    package_files,
-    to_yaml,
-    write_package,
-)
+from cellclass.export.bioimageio import PackageSettings, package_files, write_package
 from cellclass.export.formats import (
-    EXTRA_HINT,
-    ONNX_OPSET,
-    TOLERANCE,
+    TOLERANCE,  # noqa: F401 (cli.study_commands imports it from here)
     Classifier,
     ExportError,
-    dihedral_view,
-    export_metadata,
     onnx_bytes,
     torchscript_bytes,
 )
 from cellclass.predict import SavedRun, load_runs
 
-__all__ = [
-    "EXTRA_HINT",
-    "FORMATS",
-    "FORMAT_VERSION",
-    "ONNX_OPSET",
-    "SUFFIXES",
-    "TOLERANCE",
-    "Classifier",
-    "ExportError",
-    "PackageSettings",
-    "dihedral_view",
-    "export_metadata",
-    "export_run",
-    "onnx_bytes",
-    "package_files",
-    "to_yaml",
-    "torchscript_bytes",
-]
+__all__ = ["FORMATS", "SUFFIXES", "export_run"]
 
 FORMATS = ("torchscript", "onnx", "bioimageio")
 SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "bioimageio": ".bioimageio.zip"}
