@@ -367,14 +367,14 @@ def test_blind_results_command(store, test_set, tmp_path: Path, capsys):
         body = {"token": state["token"], "answer": item.true_label, "response_ms": 900}
         state = client.post("/api/answer", json=body).get_json()
     csv = tmp_path / "answers.csv"
-    assert cli.main(["blind", "results", "--db", str(store.path), "--csv", str(csv)]) == 0
+    assert cli.main(["blind", "results", "--db", str(store.path), "-o", str(csv)]) == 0
     out = capsys.readouterr().out
     assert "alice" in out and "4/16" in out and "100.0%" in out and "51.0%–100.0%" in out
     rows = results.read_table(csv)
     assert list(rows[0]) == ANSWER_COLUMNS and len(rows) == 4
     assert rows == [{**r, "response_ms": 900} for r in answer_rows(store)]
     assert {r["correct"] for r in rows} == {1} and {r["is_repeat"] for r in rows} == {0}
-    assert cli.main(["blind", "results", "--db", str(store.path), "--csv", str(csv)]) == 2
+    assert cli.main(["blind", "results", "--db", str(store.path), "-o", str(csv)]) == 2
     assert cli.main(["blind", "results", "--db", str(tmp_path / "none.sqlite")]) == 2
     assert "no such scores database" in capsys.readouterr().err
     with sqlite3.connect(store.path) as connection:  # the CSV export wrote nothing to the db

@@ -266,3 +266,107 @@ def test_train_flags_default_to_the_library_settings():
     assert {k: given[k] for k in shared} == {k: library[k] for k in shared}
     inspect = build_parser().parse_args(["inspect", "some/folder"])
     assert inspect.max_distance == InspectSettings.max_distance
+
+
+# ------------------------------------------------------------ one vocabulary (issue 20)
+
+
+def _all_parsers(parser=None, name="cellclass"):
+    """(name, parser) of the top-level parser and every command and sub-command."""
+    import argparse
+
+    parser = parser or build_parser()
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                yield from _all_parsers(sub, f"{name} {command}")
+
+
+WRITERS = [  # every command that writes a file or folder the user names
+    "demo", "train", "predict", "preview", "inspect", "blind results", "export", "explain",
+]  # fmt: skip
+
+
+def test_every_argument_of_every_command_has_help():
+    missing = [
+        f"{name}: {action.option_strings or action.dest}"
+        for name, parser in _all_parsers()
+        for action in parser._actions
+        if not (action.help or "").strip()
+    ]
+    assert not missing
+
+
+def test_no_command_accepts_abbreviated_flags():
+    parsers = dict(_all_parsers())
+    assert len(parsers) >= 16  # 13 commands, blind serve/results, prepare tile/rotate
+    assert [name for name, parser in parsers.items() if parser.allow_abbrev] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["train", "x", "--epoch", "3", "-o", "y"], "argument --epoch; did you mean --epochs?"),
+        (["train", "x", "--otu", "y"], "did you mean --out?"),  # before 'required: --out'
+        (["predict", "r", "img.png", "--modle", "strong"], "did you mean --model?"),
+        (["blind", "serve", "t", "--skip-bad", "--db", "d"], "did you mean --skip-bad-images?"),
+        (["prepare", "rotate", "a", "b", "--angles", "-5:5", "--fil", "crop"], "mean --fill?"),
+        (["predict", "r", "img.png", "--output", "p.csv"], "--output; it is now -o/--out"),
+        (["blind", "serve", "t", "--run", "r", "--db", "d"], "give the results folder as RUN_DIR"),
+    ],
+)  # fmt: skip
+def test_a_misspelled_flag_is_one_line_naming_the_closest(capsys, argv, line):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and line in err and err.startswith("cellclass ")
+    assert "usage:" not in err and "Traceback" not in err
+
+
+def test_values_that_look_like_flags_are_left_to_argparse():
+    args = build_parser().parse_args(["prepare", "rotate", "a", "b", "--angles", "-5:5:1"])
+    assert args.angles == "-5:5:1"
+    from cellclass.cli import unknown_flag
+
+    assert unknown_flag(build_parser(), ["predict", "r", "--", "--odd-file-name.png"]) is None
+    assert unknown_flag(build_parser(), ["predict", "r", "x", "-ofile.csv"]) is None  # -o file
+
+
+@pytest.mark.parametrize("command", WRITERS)
+def test_every_command_that_writes_takes_dash_o_out(command):
+    parser = dict(_all_parsers())[f"cellclass {command}"]
+    actions = parser._option_string_actions
+    assert actions["-o"] is actions["--out"], command
+    assert not {"--output", "--json", "--csv"} & set(actions), command
+
+
+def test_a_results_folder_is_always_run_dir_and_a_run_always_dash_dash_run_n():
+    for name, parser in _all_parsers():
+        for action in parser._actions:
+            if action.dest == "run_dir":
+                assert not action.option_strings and action.metavar == "RUN_DIR", name
+            if "--run" in action.option_strings:
+                assert action.type is int and action.metavar == "N", name
+    serve = build_parser().parse_args(["blind", "serve", "tests/a", "runs/b", "--db", "s.db"])
+    assert (serve.test_dir, serve.run_dir) == ("tests/a", "runs/b")
+
+
+def test_every_command_line_in_the_readme_parses():
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    lines = [line for block in blocks for line in block.splitlines()]
+    commands = [
+        shlex.split(line, comments=True)[1:] for line in lines if line.startswith("cellclass ")
+    ]
+    assert len(commands) >= 12
+    for argv in commands:
+        from cellclass.cli import unknown_flag
+
+        assert unknown_flag(build_parser(), argv) is None, argv
+        build_parser().parse_args(argv)  # exits 2 on a bad line

@@ -178,7 +178,7 @@ def test_inspect_command_prints_and_writes_json(tmp_path, train, capsys):
     _dataset(test, n=2, seed=8, classes=("Control",))
     _write(test / "Control" / "leak.tif", _texture(np.random.default_rng(0)))
     out = tmp_path / "report.json"
-    assert main(["inspect", str(train), "--against", str(test), "--json", str(out), "--quiet"]) == 0
+    assert main(["inspect", str(train), "--against", str(test), "-o", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "LEAKAGE: 1 duplicate pair(s)" in printed and "Control" in printed
     report = json.loads(out.read_text())

@@ -17,6 +17,8 @@ with its exit codes. The commands live by group:
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 
 from cellclass import __version__
@@ -54,7 +56,7 @@ from cellclass.cli.study_commands import (
     cmd_export,
 )
 
-__all__ = ["EXPORT_FORMATS", "build_parser", "main"]
+__all__ = ["EXPORT_FORMATS", "build_parser", "main", "parse_arguments"]
 
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileExistsError, FileNotFoundError)
 
@@ -85,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_subparser_class(common)
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do; `cellclass COMMAND --help` lists its options",
+        parser_class=_subparser_class(common),
     )
 
     add_demo_parser(commands)
@@ -122,7 +128,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), sys.argv[1:] if argv is None else argv)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -137,3 +143,57 @@ def error_line(error: BaseException) -> str:
     """The first non-blank line of ``error``'s message, or its type name: never empty."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+FLAG = re.compile(r"--?[A-Za-z][\w-]*")  # what argparse takes for an option (not -5, -5:5:1)
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, but a flag its command does not have (``train --epoch 3``)
+    stops with one line naming the closest one, exit status 2, before argparse can report
+    something else first (a required option that the misspelling left out)."""
+    problem = unknown_flag(parser, argv)
+    if problem is not None:
+        parser.exit(2, f"{problem}\n")
+    return parser.parse_args(argv)
+
+
+def unknown_flag(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """The error line for the first flag in ``argv`` that the command it belongs to does not
+    have (commands and sub-commands followed as argparse would), or None."""
+    current = parser
+    for token in argv:
+        if token == "--":  # the rest are values
+            return None
+        name = token.split("=", 1)[0]
+        if FLAG.fullmatch(name):
+            name = name if name.startswith("--") else name[:2]  # -ofile is -o file
+            if name not in current._option_string_actions:
+                return _unknown_flag_line(current, name)
+            continue
+        commands = _subcommands(current)
+        if commands is not None and token in commands.choices:
+            current = commands.choices[token]
+    return None
+
+
+def _subcommands(parser: argparse.ArgumentParser):
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+RENAMED = {"--output": "-o/--out", "--json": "-o/--out", "--csv": "-o/--out"}  # old spellings
+
+
+def _unknown_flag_line(parser: argparse.ArgumentParser, flag: str) -> str:
+    flags = [name for name in parser._option_string_actions if name.startswith("--")]
+    close = difflib.get_close_matches(flag if flag.startswith("--") else f"-{flag}", flags, n=1)
+    positionals = {action.metavar for action in parser._actions if not action.option_strings}
+    if flag in RENAMED and "--out" in flags:
+        hint = f"it is now {RENAMED[flag]}"
+    elif flag == "--run" and "RUN_DIR" in positionals:
+        hint = "give the results folder as RUN_DIR (no flag; see the usage)"
+    elif close:
+        hint = f"did you mean {close[0]}?"
+    else:
+        hint = f"see {parser.prog} --help"
+    return f"{parser.prog}: error: unrecognized argument {flag}; {hint}"

@@ -20,8 +20,9 @@ def add_preview_parser(commands) -> None:
     )
     preview.add_argument("folder", metavar="DIR", help="one subfolder per class")
     preview.add_argument(
-        "-o", "--output", default="preview.png", help="PNG to write (never overwritten)"
-    )
+        "-o", "--out", default="preview.png", metavar="FILE",
+        help="PNG to write (default preview.png; never overwritten)",
+    )  # fmt: skip
     preview.add_argument(
         "--n", type=positive(int), default=25, help="images in the grid (default 25)"
     )
@@ -34,7 +35,9 @@ def add_models_parser(commands) -> None:
     models = commands.add_parser("models", help="list architectures, or summarise one")
     models.add_argument("name", nargs="?", help="architecture to describe")
     models.add_argument("--summary", action="store_true", help="Keras-style layer table")
-    models.add_argument("--image-size", type=positive(int), default=256)
+    models.add_argument(
+        "--image-size", type=positive(int), default=256, help="input size (default 256)"
+    )
     models.add_argument(
         "--channels", type=positive(int), default=3, help="input channels (default 3)"
     )
@@ -43,7 +46,9 @@ def add_models_parser(commands) -> None:
 
 def add_prepare_parser(commands) -> None:
     prepare = commands.add_parser("prepare", help="tile or rotate a class-folder tree (manifest)")
-    steps = prepare.add_subparsers(dest="prepare_command", required=True, metavar="STEP")
+    steps = prepare.add_subparsers(
+        dest="prepare_command", required=True, metavar="STEP", help="tile or rotate"
+    )
     tile = steps.add_parser("tile", help="cut every field into tiles, keeping dtype and format")
     rotate = steps.add_parser("rotate", help="write really rotated (and mirrored) copies")
     # argparse takes "-5:5:1" for an option; let it pass as a value, as it does "-5"
@@ -117,10 +122,12 @@ def add_inspect_parser(commands) -> None:
         "--confound-effect", type=float, default=1.0, metavar="SD",
         help="flag class brightness differences above SD pooled SDs (default 1)",
     )  # fmt: skip
-    limits.add_argument("--json", default=None, metavar="FILE", help="also write the report here")
+    limits.add_argument(
+        "-o", "--out", default=None, metavar="FILE", help="also write the report here, as JSON"
+    )
     limits.add_argument(
         "--max-pairs", type=int, default=10, metavar="N",
-        help="files and pairs listed per kind on screen (default 10; all are in --json)",
+        help="files and pairs listed per kind on screen (default 10; all are in --out)",
     )  # fmt: skip
 
 
@@ -128,7 +135,7 @@ def cmd_preview(args) -> int:
     from cellclass.report.build import preview_folder
     from cellclass.training import ExperimentSettings
 
-    target = Path(args.output)
+    target = Path(args.out)
     if target.exists():
         raise FileExistsError(f"-o {target}: file exists; choose another name")
     settings = ExperimentSettings(
@@ -198,6 +205,6 @@ def cmd_inspect(args) -> int:
     progress = progress_bar("inspecting", args.quiet)
     report = inspect_dataset(args.dir, against=args.against, settings=settings, progress=progress)
     print(format_report(report, max_pairs=args.max_pairs))
-    if args.json:
-        print(f"\nreport written to {write_report_json(report, args.json)}")
+    if args.out:
+        print(f"\nreport written to {write_report_json(report, args.out)}")
     return 0

@@ -30,8 +30,10 @@ def add_demo_parser(commands) -> None:
     """``cellclass demo``: synthetic data, then the study on it."""
     demo = commands.add_parser("demo", help="make synthetic demo data and run the study on it")
     demo.add_argument(
+        "-o",
         "--out",
         default="cellclass-demo",
+        metavar="DIR",
         help="folder for data and results (default ./cellclass-demo)",
     )
     # defaults live in cellclass.demo.DemoSettings; None means "use it"
@@ -82,7 +84,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "the per-epoch test curves get fewer points, final results are the same",
     )
     group.add_argument(
-        "--out", required=True, help="results folder (must not exist, unless --resume)"
+        "-o",
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="results folder to create (must not exist, unless --resume)",
     )
     group.add_argument(
         "--runs", type=positive(int), default=12, help="trainings from scratch (default 12)"
@@ -206,37 +212,50 @@ def add_evaluate_parser(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="evaluate every saved run on a new labelled folder"
     )
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="results folder of `cellclass train`")
     evaluate.add_argument(
-        "--test", dest="tests", action="append", type=_test_set, required=True, metavar="NAME=DIR"
-    )
-    evaluate.add_argument("--skip-bad-images", action="store_true")
-    evaluate.add_argument("--cache-dir", default=None)
+        "--test", dest="tests", action="append", type=_test_set, required=True,
+        metavar="NAME=DIR", help="labelled test folder to add as test set NAME (repeatable)",
+    )  # fmt: skip
+    _add_image_options(evaluate)
 
 
 def add_predict_parser(commands) -> None:
     """``cellclass predict``: saved runs on unlabelled images."""
     predict = commands.add_parser("predict", help="classify unlabelled images with the saved runs")
-    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="results folder of `cellclass train`")
     predict.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
     predict.add_argument(
-        "-o", "--output", default=None, help="write a CSV here (never overwritten)"
+        "-o", "--out", default=None, metavar="FILE", help="write a CSV here (never overwritten)"
     )
-    predict.add_argument("--run", type=int, default=None, help="use one run instead of all")
+    predict.add_argument(
+        "--run", type=int, default=None, metavar="N", help="use run N only instead of all"
+    )
     predict.add_argument(
         "--model",
         default=None,
         metavar="NAME",
         help="the model (recipe) whose runs predict; needed when the folder holds several",
     )
-    predict.add_argument("--skip-bad-images", action="store_true")
-    predict.add_argument("--cache-dir", default=None)
+    _add_image_options(predict)
+
+
+def _add_image_options(parser: argparse.ArgumentParser) -> None:
+    """--skip-bad-images and --cache-dir of the commands that read images with saved runs."""
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave unreadable images out (listed) instead of stopping",
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="decoded-pixel cache (default ~/.cache/cellclass)"
+    )
 
 
 def add_report_parser(commands) -> None:
     """``cellclass report``: (re)write report.html."""
     report = commands.add_parser("report", help="(re)write report.html of a results folder")
-    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="results folder of `cellclass train`")
 
 
 def _experiment_settings(args):
@@ -381,8 +400,8 @@ def cmd_predict(args) -> int:
     from cellclass import results
     from cellclass.predict import predict_paths, prediction_table_columns
 
-    if args.output and Path(args.output).exists():
-        raise FileExistsError(f"-o {args.output}: file exists; choose another name")
+    if args.out and Path(args.out).exists():
+        raise FileExistsError(f"-o {args.out}: file exists; choose another name")
     rows = predict_paths(
         args.run_dir,
         args.paths,
@@ -393,9 +412,9 @@ def cmd_predict(args) -> int:
         observer=ProgressObserver(args.quiet),  # says which runs voted
     )
     classes = [key[2:] for key in rows[0] if key.startswith("p_")]
-    if args.output:
-        results.write_table(Path(args.output), prediction_table_columns(classes), rows)
-        print(f"{len(rows)} predictions written to {args.output}")
+    if args.out:
+        results.write_table(Path(args.out), prediction_table_columns(classes), rows)
+        print(f"{len(rows)} predictions written to {args.out}")
         return 0
     print(f"{'predicted':<16}{'confidence':>11}{'agreement':>10}  path")
     for row in rows:

@@ -13,9 +13,16 @@ from cellclass.cli.arguments import fraction, non_negative, positive
 
 def add_blind_parser(commands) -> None:
     blind = commands.add_parser("blind", help="blinded expert scoring of a test folder")
-    actions = blind.add_subparsers(dest="blind_command", required=True, metavar="ACTION")
+    actions = blind.add_subparsers(
+        dest="blind_command", required=True, metavar="ACTION", help="serve or results"
+    )
     serve = actions.add_parser("serve", help="start the blinded scoring page (until Ctrl-C)")
     serve.add_argument("test_dir", metavar="TEST_DIR", help="test folder, one subfolder per class")
+    serve.add_argument(
+        "run_dir", metavar="RUN_DIR", nargs="?", default=None,
+        help="results folder of `cellclass train`: show the images exactly as its model sees "
+        "them, with a button for each of its classes in TEST_DIR (recommended)",
+    )  # fmt: skip
     serve.add_argument("--db", required=True, help="SQLite file of answers (created or resumed)")
     scoring = serve.add_argument_group("scoring")
     scoring.add_argument("--scorer", default=None, help="score as NAME (default: the page asks)")
@@ -30,12 +37,8 @@ def add_blind_parser(commands) -> None:
     )  # fmt: skip
     images = serve.add_argument_group("images")
     images.add_argument(
-        "--run", dest="run_dir", default=None, metavar="RUN_DIR",
-        help="show the images exactly as this experiment's model sees them (recommended)",
-    )  # fmt: skip
-    images.add_argument(
         "--image-size", type=positive(int), default=None,
-        help="without --run: size to show the images at (default: native)",
+        help="without RUN_DIR: size to show the images at (default: native)",
     )  # fmt: skip
     images.add_argument("--skip-bad-images", action="store_true", help="leave unreadable out")
     images.add_argument("--cache-dir", default=None, help="decoded-pixel cache")
@@ -47,7 +50,9 @@ def add_blind_parser(commands) -> None:
     server.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any)")
     results = actions.add_parser("results", help="accuracy of each scorer; tidy CSV export")
     results.add_argument("--db", required=True, help="SQLite file of `blind serve`")
-    results.add_argument("--csv", default=None, metavar="FILE", help="write one row per answer")
+    results.add_argument(
+        "-o", "--out", default=None, metavar="FILE", help="write a CSV, one row per answer"
+    )
 
 
 def add_compare_parser(commands) -> None:
@@ -79,7 +84,7 @@ def add_export_parser(commands) -> None:
     )  # fmt: skip
     what.add_argument("--model", default=None, help="model label, when RUN_DIR trained several")
     what.add_argument(
-        "--out", default=None, metavar="PATH",
+        "-o", "--out", default=None, metavar="PATH",
         help="file to write (bioimageio: .zip, else a folder); never overwritten "
         "(default RUN_DIR/export/run-NN-<model>.<format>)",
     )  # fmt: skip
@@ -162,12 +167,12 @@ def _cmd_blind_results(args) -> int:
         write_answers_csv,
     )
 
-    if args.csv and Path(args.csv).exists():
-        raise FileExistsError(f"--csv {args.csv}: file exists; choose another name")
+    if args.out and Path(args.out).exists():
+        raise FileExistsError(f"-o {args.out}: file exists; choose another name")
     store = open_store(args.db, create=False)
     print(format_scores(summarize_scores(store)))
-    if args.csv:
-        print(f"answers written to {write_answers_csv(args.csv, answer_rows(store))}")
+    if args.out:
+        print(f"answers written to {write_answers_csv(args.out, answer_rows(store))}")
     return 0
 
 

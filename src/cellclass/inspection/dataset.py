@@ -410,7 +410,11 @@ def _pair_detail(pair: DuplicatePair) -> str:
 
 
 def _more(n_items: int, limit: int) -> list[str]:
-    return [f"    ... and {n_items - limit} more (see --json)"] if n_items > limit else []
+    return (
+        [f"    ... and {n_items - limit} more (all are in the JSON report)"]
+        if n_items > limit
+        else []
+    )
 
 
 def _relative(path: Path, root: Path) -> str:
