@@ -5,13 +5,16 @@ draws every figure into ``figures/`` (see `cellclass.figures.plots`) and renders
 ``templates/report.html.j2`` into ``report.html`` with each figure embedded as a base64 data
 URI and the CSS inline, so the file can be mailed, archived or printed on its own.
 
-`find_warnings` turns the tables into plain-language warnings shown at the top of the
-report (memorisation, chance-level accuracy, class imbalance, run-to-run spread, leakage).
-Pieces that need no images are in `cellclass.report.sections`; rendering in `cellclass.report.html`.
+`cellclass.checks.find_warnings` turns the tables into plain-language warnings shown at the top
+of the report (memorisation, chance-level accuracy, class imbalance, run-to-run spread,
+leakage). This module reads the folder, draws the figures and assembles the template's context
+(sections per test set, explain figures beside the prediction panels, settings and data
+tables); `cellclass.report.html` renders it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,37 +25,25 @@ import numpy as np
 
 from cellclass import results
 from cellclass._files import atomic_write_text
-from cellclass.checks import ReportWarning, chance_levels, find_warnings, summary_rows
+from cellclass.checks import chance_levels, find_warnings, summary_rows
 from cellclass.data.cache import load_normalized
 from cellclass.data.folders import FolderError, FolderIndex, scan_folder
 from cellclass.data.preprocessing import BadImagesError, Preprocessing, preprocessing_from_dict
-from cellclass.explain.probes import load_temperatures
+from cellclass.explain.probes import load_temperatures, recalibrate
+from cellclass.explain.step import explain_section
 from cellclass.figures import plots as figures
+from cellclass.metrics import confusion_matrix, expected_calibration_error, reliability_bins
 from cellclass.progress import Observer
 from cellclass.report.findings import comparison_sentences, study_findings
-from cellclass.report.html import (
-    data_table,
-    ensemble_rows,
-    flatten_settings,
-    human_comparisons,
-    render_report,
-)
-from cellclass.report.sections import (
-    calibrated_rows,
-    embedded_figure,
-    explain_entries,
-    place_beside_panels,
-    pooled_figures,
-)
-from cellclass.summary import model_comparisons
+from cellclass.report.html import embedded_figure, render_report
+from cellclass.summary import model_comparisons, summary_table
 from cellclass.training import prepare_data
 
 __all__ = [
-    "ReportWarning",
     "Results",
-    "find_warnings",
+    "calibrated_rows",
+    "preview_folder",
     "read_results",
-    "summary_rows",
     "write_preview",
     "write_report",
 ]
@@ -382,7 +373,146 @@ def _test_sections(
     return sections
 
 
-# ---------------------------------------------------------------- HTML
+# ---------------------------------------------------------------- sections
+
+
+def calibrated_rows(rows: list[dict], class_names: list[str], temperature: float) -> list[dict]:
+    """predictions.csv rows with ``p_<class>`` and ``confidence`` temperature-scaled, as
+    `cellclass predict` reports them for the same run; rows without probabilities unchanged."""
+    columns = [f"p_{name}" for name in class_names]
+    out = []
+    for row in rows:
+        probs = np.array([[row.get(c, math.nan) for c in columns]], dtype=np.float64)  # (1, K)
+        if not np.isfinite(probs).all():
+            out.append(row)
+            continue
+        scaled = recalibrate(probs / probs.sum(), temperature)[0]  # (K,)
+        new = {**row, **dict(zip(columns, scaled.tolist(), strict=True))}
+        new["confidence"] = float(scaled[class_names.index(row["predicted"])])
+        out.append(new)
+    return out
+
+
+def pooled_figures(rows, label: str, class_names: list[str], out: Path) -> list[dict]:
+    """Confusion matrix and reliability diagram of all (non-control) runs on one test set."""
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({r[key] for r in rows for key in ("true", "predicted")} - set(index))
+    if unknown:
+        raise ValueError(
+            f"predictions.csv names classes {unknown} missing from config.json "
+            f"class_names {class_names}; the results folder is inconsistent"
+        )
+    y_true = np.array([index[r["true"]] for r in rows])  # (N,)
+    y_pred = np.array([index[r["predicted"]] for r in rows])  # (N,)
+    n_runs = len({r["run"] for r in rows})
+    matrix = confusion_matrix(y_true, y_pred, len(class_names))
+    path = figures.confusion_figure(
+        matrix, class_names, out / f"confusion-{results.file_slug(label)}.png", title=label
+    )
+    pooled = f"All images of {n_runs} run{'' if n_runs == 1 else 's'} pooled."
+    entries = [embedded_figure(path, "Confusion matrix", pooled)]
+    columns = [f"p_{name}" for name in class_names]
+    probs = np.array([[r.get(column, math.nan) for column in columns] for r in rows])  # (N, K)
+    if np.isfinite(probs).all():
+        probs /= probs.sum(axis=1, keepdims=True)  # undo rounding in the CSV
+        bins = reliability_bins(probs, y_true)
+        ece = expected_calibration_error(probs, y_true)
+        path = figures.reliability_figure(
+            bins, ece, out / f"reliability-{results.file_slug(label)}.png", title=label
+        )
+        question = (
+            "Is “95 % confident” right 95 % of the time? Bars show how often each confidence "
+            "bin was right, black lines how confident it was: bars that reach their line mean yes."
+        )
+        entries.append(embedded_figure(path, "Calibration", f"{question} {pooled}"))
+    return entries
+
+
+def explain_entries(run_dir: Path) -> dict | None:
+    """The attribution / calibration / fragility / confound section, when `cellclass explain`
+    (or ``train --explain``) has run on this folder."""
+    if not (run_dir / "explain" / "explain.json").is_file():
+        return None
+    section = explain_section(run_dir)
+    figures = [
+        {
+            **embedded_figure(
+                path, f["title"], f["caption"], str(path.relative_to(run_dir.resolve()))
+            ),
+            "dataset": f["dataset"],
+        }
+        for f in section["figures"]
+        for path in [Path(f["path"])]
+    ]
+    return {"title": section["title"], "figures": figures, "notes": section["notes"]}
+
+
+def place_beside_panels(sections: list[dict], explain: dict | None) -> None:
+    """Move the explain figures of one test set (attribution maps, adversarial examples) into
+    that test set's section, right after its prediction panels; the rest stay in ``explain``."""
+    if not explain:
+        return
+    kept, moved = [], 0
+    for entry in explain["figures"]:
+        target = next((s for s in sections if s["dataset"] == entry["dataset"]), None)
+        if entry["dataset"] is None or target is None:
+            kept.append(entry)
+            continue
+        target["figures"].insert(target["n_panels"], entry)
+        target["n_panels"] += 1
+        moved += 1
+    explain["figures"] = kept
+    if moved:
+        explain["notes"].insert(
+            0,
+            "Attribution maps and adversarial examples are shown in each test set's section, "
+            "beside its prediction panels.",
+        )
+
+
+# ---------------------------------------------------------------- the template's context
+
+
+def flatten_settings(data: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested settings as (dotted key, text) rows, in file order."""
+    rows = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += flatten_settings(value, f"{name}.")
+        else:
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            rows.append((name, "–" if value is None else text))
+    return rows
+
+
+def data_table(config: dict) -> dict:
+    """Images per class in the training folder and each test folder, with totals."""
+    sets = {"train": config.get("train", {}), **config.get("tests", {})}
+    rows = [
+        [index, name, *(info.get("class_counts", {}).get(name, 0) for info in sets.values())]
+        for index, name in enumerate(config["class_names"])
+    ]
+    totals = ["", "total", *(info.get("n_images", "–") for info in sets.values())]
+    return {
+        "columns": list(sets),
+        "rows": rows,
+        "totals": totals,
+        "paths": {name: info.get("path", "–") for name, info in sets.items()},
+    }
+
+
+def ensemble_rows(run_dir: Path) -> dict:
+    """(model, dataset) -> ensemble accuracy and the p-value against control runs."""
+    return {
+        (row["model"], row["dataset"]): row for row in summary_table(run_dir) if "ensemble" in row
+    }
+
+
+def human_comparisons(run_dir: Path) -> list[dict]:
+    """Every ``compare-*.json`` written by `cellclass compare`, newest last."""
+    found = sorted(run_dir.glob("compare-*.json"), key=lambda p: p.stat().st_mtime)
+    return [results.read_json(path) for path in found]
 
 
 def _count_runs(data: Results, *, control: int) -> int:

@@ -1,16 +1,16 @@
-"""Rendering of ``report.html``: the Jinja template with its filter, and the plain tables of
-the template context (data counts, flattened settings, ensembles, human comparisons)."""
+"""Turning report content into HTML, for the report of one folder and of a study: the
+``percent`` filter, figures embedded as base64 data URIs (`embedded_figure`) and rendering
+``templates/report.html.j2`` (`render_report`)."""
 
 from __future__ import annotations
 
-import json
+import base64
 import math
 from pathlib import Path
 
 import jinja2
 
-from cellclass import results
-from cellclass.summary import summary_table
+__all__ = ["embedded_figure", "percent", "render_report"]
 
 
 def percent(value) -> str:
@@ -20,32 +20,17 @@ def percent(value) -> str:
     return f"{100 * value:.1f} %"
 
 
-def flatten_settings(data: dict, prefix: str = "") -> list[tuple[str, str]]:
-    """Nested settings as (dotted key, text) rows, in file order."""
-    rows = []
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            rows += flatten_settings(value, f"{name}.")
-        else:
-            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-            rows.append((name, "–" if value is None else text))
-    return rows
+def embedded_figure(path: Path, title: str, caption: str, file: str | None = None) -> dict:
+    """A figure entry for the template, with the PNG embedded as a base64 data URI.
 
-
-def data_table(config: dict) -> dict:
-    """Images per class in the training folder and each test folder, with totals."""
-    sets = {"train": config.get("train", {}), **config.get("tests", {})}
-    rows = [
-        [index, name, *(info.get("class_counts", {}).get(name, 0) for info in sets.values())]
-        for index, name in enumerate(config["class_names"])
-    ]
-    totals = ["", "total", *(info.get("n_images", "–") for info in sets.values())]
+    file : where the PNG lies, relative to the results folder (default ``figures/<name>``).
+    """
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
     return {
-        "columns": list(sets),
-        "rows": rows,
-        "totals": totals,
-        "paths": {name: info.get("path", "–") for name, info in sets.items()},
+        "title": title,
+        "caption": caption,
+        "file": file or f"figures/{path.name}",
+        "src": f"data:image/png;base64,{encoded}",
     }
 
 
@@ -59,16 +44,3 @@ def render_report(context: dict) -> str:
     )
     environment.filters["percent"] = percent
     return environment.get_template("report.html.j2").render(context)
-
-
-def ensemble_rows(run_dir: Path) -> dict:
-    """(model, dataset) -> ensemble accuracy and the p-value against control runs."""
-    return {
-        (row["model"], row["dataset"]): row for row in summary_table(run_dir) if "ensemble" in row
-    }
-
-
-def human_comparisons(run_dir: Path) -> list[dict]:
-    """Every ``compare-*.json`` written by `cellclass compare`, newest last."""
-    found = sorted(run_dir.glob("compare-*.json"), key=lambda p: p.stat().st_mtime)
-    return [results.read_json(path) for path in found]
