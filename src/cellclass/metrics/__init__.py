@@ -5,6 +5,12 @@ Implementation: `_scores` (classification scores, intervals, paired tests), `_ca
 (reliability, ECE, temperature), `_inputs` (argument checks).
 """
 
+from cellclass.metrics._calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+    softmax,
+)
 from cellclass.metrics._scores import (
     accuracy,
     agreement,
@@ -13,13 +19,9 @@ from cellclass.metrics._scores import (
     collapsed,
     confusion_matrix,
     empirical_p_value,
-    expected_calibration_error,
-    fit_temperature,
     mcnemar_exact,
     mean_interval,
     per_class_scores,
-    reliability_bins,
-    softmax,
     summarize,
     welch_t_test,
     wilson_interval,

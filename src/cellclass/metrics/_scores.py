@@ -1,4 +1,4 @@
-"""Accuracy, confusion, per-class scores, calibration, confidence intervals and paired tests.
+"""Accuracy, confusion, per-class scores, confidence intervals and paired tests.
 
 Plain numpy in, plain numbers out. Conventions used by every function:
 
@@ -8,8 +8,8 @@ Plain numpy in, plain numbers out. Conventions used by every function:
   right, paired image by image.
 
 Bad input raises ValueError with a one-line message saying what was wrong.
-Calibration lives in `cellclass.metrics._calibration` (re-exported here) and the shared
-input checks in `cellclass.metrics._inputs`.
+Calibration lives in `cellclass.metrics._calibration` and the shared input checks in
+`cellclass.metrics._inputs`.
 """
 
 import numpy as np
@@ -17,12 +17,6 @@ from numpy.typing import ArrayLike
 from scipy import stats
 from sklearn import metrics as sklearn_metrics
 
-from cellclass.metrics._calibration import (
-    expected_calibration_error,
-    fit_temperature,
-    reliability_bins,
-    softmax,
-)
 from cellclass.metrics._inputs import (
     checked_labels,
     checked_level,
@@ -40,13 +34,9 @@ __all__ = [
     "collapsed",
     "confusion_matrix",
     "empirical_p_value",
-    "expected_calibration_error",
-    "fit_temperature",
     "mcnemar_exact",
     "mean_interval",
     "per_class_scores",
-    "reliability_bins",
-    "softmax",
     "summarize",
     "welch_t_test",
     "wilson_interval",
