@@ -136,9 +136,12 @@ def table_rows(name: str, size: int, out: Path) -> list[dict]:
     """The benchmark table's rows of one experiment, in the order of MODELS."""
     summary = {row["model"]: row for row in summary_table(out) if row["dataset"] == name}
     seconds: dict[str, list[float]] = {}
-    for row in results.read_table(out / results.RUNS_FILE):
-        if row["dataset"] == name and not int(row.get("control") or 0):
-            seconds.setdefault(row["model"], []).append(float(row["seconds"]))
+    run_rows = [
+        row for row in results.read_table(out / results.RUNS_FILE) if row["dataset"] == name
+    ]
+    for (model, _, control), value in results.run_seconds(run_rows).items():
+        if not control:
+            seconds.setdefault(model, []).append(value)
     spec = DATASETS[name]
     rows = []
     for model in MODELS:

@@ -121,11 +121,12 @@ def run_cellclass(args, data: Path, work: Path) -> tuple[Side, str]:
         if row["dataset"] == "test" and not int(row.get("control", 0))
     ]
     runs.sort(key=lambda row: int(row["run"]))
+    seconds = results.run_seconds(results.read_table(out / "runs.csv"))
     side = Side(
         "cellclass reference",
         [float(row["accuracy"]) for row in runs],
         [bool(row["collapsed"]) for row in runs],
-        sum(float(row["seconds"]) for row in runs),  # training + evaluation, not decoding
+        sum(v for (_, _, control), v in seconds.items() if not control),  # not decoding
     )
     return side, describe_normalization(config["preprocessing"]["normalization"])
 

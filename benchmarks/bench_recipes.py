@@ -77,11 +77,11 @@ def main() -> None:
 
 def _seconds_per_run(rows: list[dict]) -> dict[str, float]:
     """model -> median wall seconds of one run (training, every evaluation, checkpoint)."""
-    seconds: dict[str, dict[int, float]] = {}
-    for row in rows:
-        if not int(row.get("control", 0)):
-            seconds.setdefault(row["model"], {})[int(row["run"])] = float(row["seconds"])
-    return {model: statistics.median(runs.values()) for model, runs in seconds.items()}
+    seconds: dict[str, list[float]] = {}
+    for (model, _, control), value in results.run_seconds(rows).items():
+        if not control:
+            seconds.setdefault(model, []).append(value)
+    return {model: statistics.median(values) for model, values in seconds.items()}
 
 
 if __name__ == "__main__":

@@ -105,10 +105,7 @@ def main() -> None:
             sys.exit(f"cellclass train failed:\n{done.stderr[-3000:]}")
         wall = time.perf_counter() - started
         epochs = results.read_table(root / "run" / "epochs.csv")
-        runs = {
-            (r["run"], r["model"]): r["seconds"]
-            for r in results.read_table(root / "run" / "runs.csv")
-        }
+        runs = results.run_seconds(results.read_table(root / "run" / "runs.csv"))
     training = sum(r["seconds"] for r in epochs if r["split"] == "train")
     in_runs = sum(runs.values())
     evaluation = in_runs - training

@@ -240,3 +240,28 @@ def test_the_cache_folder_is_recorded_absolute(tmp_path, class_tree, monkeypatch
     out = run_experiment(_settings(tmp_path, class_tree, runs=1, cache_dir="rel-cache"))
     saved = results.read_json(out / "config.json")["settings"]["cache_dir"]
     assert saved == str(tmp_path / "rel-cache") and (tmp_path / "rel-cache").is_dir()
+
+
+def test_seconds_count_once_per_run_in_runs_csv(tmp_path, class_tree, monkeypatch):
+    """Issue 20: runs.csv repeated a run's total seconds on every test-set row, so a sum over
+    the table counted each run once per test set."""
+    from cellclass.training import executors
+
+    measured = {}  # (model, run, control) -> RunResult.seconds, as the run measured it
+
+    def write_run(out, job, settings, result, data):
+        measured[(job.recipe.label, job.run, int(job.control))] = result.seconds
+        return real_write_run(out, job, settings, result, data)
+
+    real_write_run = executors.write_run
+    monkeypatch.setattr(executors, "write_run", write_run)
+    t2 = make_class_tree(tmp_path / "t2", {"Control": 4, "Treated": 4}, seed=4)
+    settings = _settings(tmp_path, class_tree, control_runs=1)
+    out = run_experiment(replace(settings, tests=(*settings.tests, ("t2", str(t2)))))
+    rows = results.read_table(out / "runs.csv")
+    assert len(rows) == 2 * 3 and len(measured) == 3  # 2 real runs + 1 control, 2 test sets
+    assert np.nansum([row["seconds"] for row in rows]) == pytest.approx(sum(measured.values()))
+    assert [np.isfinite(row["seconds"]) for row in rows] == [True, False] * 3  # first row each
+    assert results.run_seconds(rows) == pytest.approx(measured)
+    old = [{**row, "seconds": measured[("reference", row["run"], row["control"])]} for row in rows]
+    assert results.run_seconds(old) == pytest.approx(measured)  # tables that repeated it

@@ -9,7 +9,9 @@
       predictions.csv    run, model, dataset, path, true, predicted, confidence, control, p_<cls>
       models/run-NN.pt   weights + class map + preprocessing (control-NN.pt: shuffled labels)
 
-``control`` is 1 for runs trained on shuffled labels (``--control-runs``), else 0.
+``control`` is 1 for runs trained on shuffled labels (``--control-runs``), else 0. A run's
+``seconds`` (wall time of training and every evaluation) is on its first runs.csv row only, the
+others leave it empty, so a sum over the table counts each run once (`run_seconds`).
 
 Every write is atomic (temporary file + rename). A run counts as finished when its checkpoint
 loads (an empty or truncated file does not count); rows of unfinished runs are dropped when an
@@ -42,6 +44,7 @@ RUNS_FILE = "runs.csv"  # one row per run and test set
 EPOCHS_FILE = "epochs.csv"  # one row per run, epoch and split
 PREDICTIONS_FILE = "predictions.csv"  # one row per run and test image
 REPORT_FILE = "report.html"  # the self-contained report
+CALIBRATION_FILE = "calibration.json"  # temperatures `cellclass explain` fitted, per run
 
 RUNS_COLUMNS = [
     "run",
@@ -106,6 +109,29 @@ def write_json(path: Path, data: dict) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def load_temperatures(run_dir: str | os.PathLike) -> dict[tuple[int, str], float]:
+    """(run, model) -> fitted temperature, from ``calibration.json``; {} when there is none.
+
+    Use as ``softmax(logits, temperature=temperatures.get((run, model), 1.0))``; the keys
+    match the ``run`` and ``model`` columns of runs.csv. ``cellclass explain`` writes the file
+    (`cellclass.explain.probes.write_calibration`).
+    """
+    path = Path(run_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return {}
+    try:
+        entries = read_json(path)["runs"]
+        temperatures = {(int(e["run"]), str(e["model"])): float(e["temperature"]) for e in entries}
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path}: not a calibration file ({error}); delete it and run `cellclass explain`"
+        ) from None
+    bad = [key for key, t in temperatures.items() if not (np.isfinite(t) and t > 0)]
+    if bad:
+        raise ValueError(f"{path}: run {bad[0][0]} ({bad[0][1]}) has a non-positive temperature")
+    return temperatures
 
 
 def _format(value) -> str:
@@ -197,6 +223,22 @@ def _parse(text: str):
         except (TypeError, ValueError):
             continue
     return text
+
+
+def run_seconds(run_rows: list[dict]) -> dict[tuple[str, int, int], float]:
+    """{(model, run, control): wall seconds of the whole run} from runs.csv rows.
+
+    Each run's first row with a number counts: runs.csv holds it on the run's first row only
+    (tables written before that repeated it on every test-set row; rows added by `evaluate`
+    have none). Runs without a number are left out.
+    """
+    seconds: dict[tuple[str, int, int], float] = {}
+    for row in run_rows:
+        key = (str(row["model"]), int(row["run"]), int(bool(row.get("control") or 0)))
+        value = row.get("seconds", math.nan)
+        if key not in seconds and isinstance(value, int | float) and math.isfinite(value):
+            seconds[key] = float(value)
+    return seconds
 
 
 def append_rows(path: Path, columns: list[str], rows: list[dict]) -> None:

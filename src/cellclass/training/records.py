@@ -61,13 +61,14 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data: Experiment
     fit_rows, _ = run_splits(train, settings, job.seed)
     train_accuracies = [r.accuracy for r in result.epochs if r.split == "train"]
     stuck = collapsed(train_accuracies, train.labels[fit_rows])  # shuffling keeps the shares
-    about = {"seed": job.seed, "seconds": result.seconds, "control": int(job.control)}
+    about = {"seed": job.seed, "control": int(job.control)}
     about |= {"epoch": result.epoch, "collapsed": int(stuck)}
     run_rows, pred_rows = [], []
     for test in tests:
         evaluation = result.final[test.name]
         probs = softmax(evaluation.logits)
-        run_rows.append(run_row({**key, **about}, test.name, evaluation, probs))
+        seconds = "" if run_rows else result.seconds  # once per run: sums count runs once
+        run_rows.append(run_row({**key, **about, "seconds": seconds}, test.name, evaluation, probs))
         pred_rows += prediction_rows(job.run, key["model"], test, probs, class_names, job.control)
     epoch_rows = [{**key, **asdict(r), "control": int(job.control)} for r in result.epochs]
     results.append_rows(out / results.RUNS_FILE, results.RUNS_COLUMNS, run_rows)
@@ -93,7 +94,8 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data: Experiment
 
 def run_row(about: dict, dataset: str, evaluation: Evaluation, probs: np.ndarray) -> dict:
     """One runs.csv row: ``about`` (run, model, seed, seconds, control, epoch, collapsed)
-    and the scores of one evaluation on test set ``dataset``; probs (N, K) float."""
+    and the scores of one evaluation on test set ``dataset``; probs (N, K) float.
+    ``seconds`` is the run's wall time on its first row and empty on the others."""
     return {
         **about,
         "dataset": dataset,
