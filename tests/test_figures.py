@@ -242,6 +242,51 @@ def test_training_curves_ring_the_epoch_each_run_kept():
     assert not any("kept" in t.get_text() for t in plain.axes[0].get_legend().get_texts())
 
 
+def test_control_curves_and_thinned_test_panels_ring_the_kept_epoch_too():
+    """Issue 20: label-shuffled control runs' curves had no ring (their runs share run
+    numbers with the real ones), nor had test panels evaluated only every N-th epoch
+    (``--test-every``) when a run kept an epoch between: there the ring marks the run's final
+    test score (runs.csv) at the kept epoch."""
+    from cellclass.figures.plots import draw_training_curves
+
+    real = _epoch_rows(2, ["train", "val", "test"], ("reference",), n_epochs=6)
+    control = [
+        {**row, "control": 1, "accuracy": 0.5 + row["run"] / 10 + row["epoch"] / 100}
+        for row in _epoch_rows(2, ["train", "val", "test"], ("reference",), n_epochs=6)
+    ]
+    rows = [
+        row
+        for row in [*real, *control]
+        if row["split"] != "test" or row["epoch"] % 3 == 0  # --test-every 3: epochs 3, 6
+    ]
+    kept = {(0, 0): 6, (1, 0): 4, (0, 1): 2, (1, 1): 6}  # (run, control) -> kept epoch
+    final = {(0, 0): 0.61, (1, 0): 0.62, (0, 1): 0.48, (1, 1): 0.52}  # runs.csv accuracy
+    run_rows = [
+        {"model": "reference", "run": r, "control": c, "dataset": "test", "epoch": e}
+        | {"accuracy": final[(r, c)]}
+        for (r, c), e in kept.items()
+    ]
+    figure = draw_training_curves(rows, rng=np.random.default_rng(0), run_rows=run_rows)
+    for axes, split in zip(figure.axes, ["train", "val", "test"], strict=True):
+        expected = []
+        for (run, c), epoch in kept.items():
+            point = [
+                row["accuracy"]
+                for row in rows
+                if (row["run"], row.get("control", 0), row["epoch"], row["split"])
+                == (run, c, epoch, split)
+            ]
+            expected.append((epoch, point[0] if point else final[(run, c)]))
+        rings = sorted((round(x), y) for x, y in _rings(axes))  # x is jittered by < 0.15
+        assert [epoch for epoch, _ in rings] == [epoch for epoch, _ in sorted(expected)], split
+        assert [y for _, y in rings] == pytest.approx([y for _, y in sorted(expected)]), split
+    test_panel = figure.axes[2]
+    unmeasured = [(x, y) for x, y in _rings(test_panel) if x in (4, 2)]  # no point there
+    assert sorted(unmeasured) == [(2, 0.48), (4, 0.62)]
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert "reference (shuffled labels)" in legend and "reference" in legend
+
+
 def test_moving_average_keeps_the_ends_and_smooths_the_middle():
     values = np.array([0.0, 3.0, 0.0, 3.0, 0.0, 9.0])
     assert moving_average(values, 3) == pytest.approx([0, 1, 2, 1, 4, 9])

@@ -340,12 +340,41 @@ def kept_epochs(run_rows: Iterable[Mapping]) -> dict[tuple[str, int, int], int]:
     return kept
 
 
+def kept_marks(
+    run_rows: Sequence[Mapping], split: str, metric: str
+) -> dict[tuple[str, int, int], tuple[int, float]]:
+    """{`run_key`: (kept epoch, the run's final ``metric`` on test set ``split``)} for the
+    rings of one panel; the value is NaN for ``train`` and ``val`` (not in runs.csv).
+
+    The final value is the kept weights' score, so a test panel thinned by ``test_every``
+    (no point at the kept epoch) still gets its ring, at that value.
+    """
+    finals = {
+        run_key(row): float(row.get(metric, np.nan))
+        for row in run_rows
+        if row.get("dataset") == split
+    }
+    return {key: (epoch, finals.get(key, np.nan)) for key, epoch in kept_epochs(run_rows).items()}
+
+
+CONTROL_CURVE = " (shuffled labels)"  # appended to the model of label-shuffled control runs
+
+
+def curve_label(row: Mapping) -> str:
+    """The curve an epochs.csv row belongs to: its model, or "<model> (shuffled labels)" for
+    a control run, so control runs get their own curve."""
+    model = str(row["model"])
+    control = bool(row.get("control") or 0)
+    return f"{model}{CONTROL_CURVE}" if control and not model.endswith(CONTROL_CURVE) else model
+
+
 def draw_curve(axes, rows, metric, colour, rng, smooth, kept=None) -> bool:
     """Jittered points of every run plus the (smoothed) mean line and ± sd band of one model.
 
-    kept : {`run_key`: epoch}, optional
-        The point of each run's kept epoch is ringed. Returns whether any ring was drawn (a
-        split not evaluated at that epoch, with ``test_every``, has no point to ring).
+    kept : {`run_key`: (epoch, value)}, optional (see `kept_marks`)
+        Each run's point at its kept epoch is ringed; a run with no point there (a test set
+        thinned by ``test_every``) gets a ring at (epoch, value) when value is finite.
+        Returns whether any ring was drawn.
     """
     if not rows:
         return False
@@ -354,9 +383,17 @@ def draw_curve(axes, rows, metric, colour, rng, smooth, kept=None) -> bool:
     jitter = rng.uniform(-0.15, 0.15, size=epochs.size)
     axes.scatter(epochs + jitter, values, s=9, color=colour, alpha=0.35, linewidths=0)
     kept = kept or {}
-    is_kept = np.array([kept.get(run_key(row)) == row["epoch"] for row in rows])  # (M,)
+    is_kept = np.array([kept.get(run_key(row), (None,))[0] == row["epoch"] for row in rows])
+    ringed = {run_key(row) for row, hit in zip(rows, is_kept, strict=True) if hit}
+    unmeasured = [  # (epoch, value) of runs whose kept epoch has no point in this panel
+        kept[key]
+        for key in dict.fromkeys(run_key(row) for row in rows)
+        if key in kept and key not in ringed and np.isfinite(kept[key][1])
+    ]
+    ring_x = np.concatenate([(epochs + jitter)[is_kept], [x for x, _ in unmeasured]])
+    ring_y = np.concatenate([values[is_kept], [y for _, y in unmeasured]])
     ring = {"s": 40, "facecolors": "none", "edgecolors": colour, "linewidths": 1.3}
-    axes.scatter((epochs + jitter)[is_kept], values[is_kept], zorder=3, clip_on=False, **ring)
+    axes.scatter(ring_x, ring_y, zorder=3, clip_on=False, **ring)
     unique = np.unique(epochs)
     means = np.array([values[epochs == e].mean() for e in unique])
     sds = np.array(
@@ -366,7 +403,7 @@ def draw_curve(axes, rows, metric, colour, rng, smooth, kept=None) -> bool:
         means, sds = moving_average(means, smooth), moving_average(sds, smooth)
     axes.plot(unique, means, color=colour, linewidth=2)
     axes.fill_between(unique, means - sds, means + sds, color=colour, alpha=0.18, linewidth=0)
-    return bool(is_kept.any())
+    return bool(ring_x.size)
 
 
 def label_curve_axes(panels, n_cols: int, n_used: int, metric: str) -> None:

@@ -28,13 +28,14 @@ from cellclass.figures.drawing import (
     RIGHT_COLOUR,
     WRONG_COLOUR,
     chance_by_dataset,
+    curve_label,
     draw_box_group,
     draw_curve,
     draw_heatmap,
     draw_reference_lines,
     draw_score_table,
     group_values,
-    kept_epochs,
+    kept_marks,
     label_curve_axes,
     model_colours,
     new_figure,
@@ -260,13 +261,15 @@ def training_curves(
     run_rows: Sequence[dict] = (),
 ) -> Path:
     """Per-epoch curves: one panel per split, every run's points jittered, mean ± sd band;
-    each run's kept epoch (the weights it was tested and saved with) ringed.
+    each run's kept epoch (the weights it was tested and saved with) ringed. Label-shuffled
+    control runs (``control`` = 1) are their own curves, "<model> (shuffled labels)".
 
     Parameters
     ----------
     epoch_rows : sequence of dict
         Rows of ``epochs.csv``: ``run``, ``model``, ``epoch`` (int, 1-based), ``split``
-        ("train", "val" or a test-set name) and the `metric` (float, NaN when missing).
+        ("train", "val" or a test-set name), ``control`` (0/1, missing means 0) and the
+        `metric` (float, NaN when missing).
     out_path : path
         PNG file to write.
     metric : {"accuracy", "loss"}, optional
@@ -278,9 +281,10 @@ def training_curves(
         curves shorter than ``2 * smooth`` epochs, and ``smooth <= 1``, are not smoothed.
     run_rows : sequence of dict, optional
         Rows of ``runs.csv``: ``model``, ``run``, ``control`` and ``epoch``, the epoch whose
-        weights each run kept (the best validation epoch or the last, by recipe). That
-        epoch's point of the run is ringed in every panel that has one; without run_rows,
-        nothing is ringed.
+        weights each run kept (the best validation epoch or the last, by recipe), ``dataset``
+        and the `metric` on it. That epoch's point of the run is ringed in every panel,
+        control runs' too; a test panel without that epoch (``test_every``) rings the run's
+        final `metric` on that test set at that epoch. Without run_rows, nothing is ringed.
 
     Returns
     -------
@@ -302,12 +306,11 @@ def draw_training_curves(
     run_rows: Sequence[dict] = (),
 ) -> Figure:
     """The figure of `training_curves`, not saved: for notebooks (``figure`` displays it)."""
-    kept = kept_epochs(run_rows)
     rows = [row for row in epoch_rows if np.isfinite(row.get(metric, np.nan))]
     if not rows:
         raise ValueError(f"no finite '{metric}' values to plot in epoch_rows")
     splits = ordered_splits(row["split"] for row in rows)
-    models = list(dict.fromkeys(row["model"] for row in rows))
+    models = list(dict.fromkeys(curve_label(row) for row in rows))
     colours = model_colours(models)
     n_cols = min(3, len(splits))
     n_rows = math.ceil(len(splits) / n_cols)
@@ -315,8 +318,9 @@ def draw_training_curves(
     panels = figure.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True).ravel()
     ringed = False
     for axes, split in zip(panels, splits, strict=False):
+        kept = kept_marks(run_rows, split, metric)
         for model in models:
-            subset = [r for r in rows if r["split"] == split and r["model"] == model]
+            subset = [r for r in rows if r["split"] == split and curve_label(r) == model]
             ringed |= draw_curve(axes, subset, metric, colours[model], rng, smooth, kept)
         axes.set_title(split)
         axes.grid(alpha=0.3)
