@@ -11,10 +11,10 @@ from torch import nn
 from cellclass import results
 from cellclass.cli import build_parser, main
 from cellclass.explain import attribution as explain
-from cellclass.explain.probes import load_temperatures
 from cellclass.explain.step import ExplainSettings, explain_run, explain_section
 from cellclass.figures import explain as explain_figures
 from cellclass.models.cnn import build_model
+from cellclass.results import load_temperatures
 from cellclass.training import ExperimentSettings, run_experiment
 from cellclass.training.recipes import REFERENCE
 
@@ -295,7 +295,7 @@ def test_report_panels_show_calibrated_confidence_once_a_temperature_is_fitted(
     from cellclass.report.build import calibrated_rows, read_results, write_report
 
     run_dir = tmp_path / "copy"  # without what other tests' `explain_run` wrote
-    ignore = shutil.ignore_patterns("explain", probes.CALIBRATION_FILE)
+    ignore = shutil.ignore_patterns("explain", results.CALIBRATION_FILE)
     shutil.copytree(tiny_results[0], run_dir, ignore=ignore)
     assert "softmax confidence (uncalibrated" in write_report(run_dir).read_text()
     probes.write_calibration(run_dir, {(0, "reference"): probes.Calibration(3.0, 0.2, 0.1, 10)})

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from cellclass import results
 from cellclass.explain import probes
 from cellclass.metrics import expected_calibration_error, softmax
 from cellclass.models.logistic import fit_logistic, predict_logistic
@@ -45,17 +46,17 @@ def test_recalibrating_saved_probabilities_equals_scaling_the_logits():
 
 
 def test_calibration_file_round_trip(tmp_path):
-    assert probes.load_temperatures(tmp_path) == {}
+    assert results.load_temperatures(tmp_path) == {}
     fits = {
         (0, "badger"): probes.Calibration(1.5, 0.2, 0.05, 30),
         (1, "strong"): probes.Calibration(0.8, 0.1, 0.04, 30),
     }
     path = probes.write_calibration(tmp_path, fits)
-    assert path.name == probes.CALIBRATION_FILE
-    assert probes.load_temperatures(tmp_path) == {(0, "badger"): 1.5, (1, "strong"): 0.8}
+    assert path.name == results.CALIBRATION_FILE
+    assert results.load_temperatures(tmp_path) == {(0, "badger"): 1.5, (1, "strong"): 0.8}
     path.write_text('{"runs": [{"run": 0}]}')
     with pytest.raises(ValueError, match="not a calibration file"):
-        probes.load_temperatures(tmp_path)
+        results.load_temperatures(tmp_path)
 
 
 def test_calibration_needs_images():

@@ -19,7 +19,6 @@ from cellclass.data.folders import is_hidden
 from cellclass.data.images import IMAGE_EXTENSIONS, is_image_path
 from cellclass.data.normalization import Normalization
 from cellclass.data.preprocessing import Preprocessing, preprocessing_from_dict
-from cellclass.explain.probes import load_temperatures
 from cellclass.metrics import softmax
 from cellclass.models.cnn import build_model
 from cellclass.progress import Observer
@@ -238,7 +237,7 @@ def predict_paths(
     split = Split(
         "predict", store, np.arange(len(store.paths)), np.zeros(len(store.paths), np.int64)
     )
-    temperatures = load_temperatures(run_dir)  # from `cellclass explain`; {} when never run
+    temperatures = results.load_temperatures(run_dir)  # from `cellclass explain`; {} when never run
     probs = np.stack(
         [
             softmax(

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from cellclass.figures.explain import normalize_maps
+
 __all__ = [
     "METHODS",
     "SIGNED",
@@ -40,7 +42,6 @@ __all__ = [
     "explain_batch",
     "grad_cam",
     "gradient_x_input",
-    "normalize_maps",
     "occlusion",
 ]
 
@@ -284,28 +285,6 @@ def explain_batch(
             options = {"patch_size": patch_size} if name == "occlusion" else {}
             maps[name].append(METHODS[name](model, chunk, chunk_targets, **options))
     return {name: np.concatenate(parts) for name, parts in maps.items()}
-
-
-def normalize_maps(maps: np.ndarray, *, percentile: float = 99.0) -> np.ndarray:
-    """Each (H, W) map divided by its ``percentile`` of absolute values, clipped to [-1, 1].
-
-    A robust per-image scale, so one hot pixel does not wash out the rest and every image
-    counts equally in a class average. All-zero maps stay zero.
-
-    Parameters
-    ----------
-    maps : (N, H, W) ndarray of float
-
-    Returns
-    -------
-    (N, H, W) ndarray of float32 in [-1, 1]
-    """
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 3:
-        raise ValueError(f"maps must be (N, H, W), got shape {maps.shape}")
-    scale = np.percentile(np.abs(maps).reshape(len(maps), -1), percentile, axis=1)  # (N,)
-    scale = np.where(scale > 0, scale, 1.0)[:, None, None]
-    return np.clip(maps / scale, -1.0, 1.0).astype(np.float32)
 
 
 def class_average_maps(maps: np.ndarray, labels, n_classes: int) -> np.ndarray:

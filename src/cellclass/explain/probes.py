@@ -4,7 +4,8 @@ Four questions, each answered by plain functions on arrays, tensors and table ro
 
 - **Calibration** (`fit_calibration`): one temperature T per run, fitted on that run's
   validation images, makes ``softmax(logits / T)`` honest; `write_calibration` stores it as
-  ``calibration.json`` in the results folder and `load_temperatures` reads it back.
+  ``calibration.json`` in the results folder and `results.load_temperatures` reads
+  it back.
 - **Fragility** (`flip_sweep`): the share of predictions changed by FGSM perturbations of
   size epsilon, against random sign noise of the same size (the control). A network whose
   decision flips under an invisible, *aimed* nudge but not under a random one reduces the
@@ -31,7 +32,6 @@ from cellclass import results
 from cellclass.metrics import expected_calibration_error, fit_temperature, softmax
 
 __all__ = [
-    "CALIBRATION_FILE",
     "INTENSITY_PERCENTILES",
     "Calibration",
     "confound_flagged",
@@ -40,7 +40,6 @@ __all__ = [
     "flip_sweep",
     "intensity_feature_names",
     "intensity_features",
-    "load_temperatures",
     "loss_accuracy_rows",
     "recalibrate",
     "sign_noise",
@@ -48,7 +47,6 @@ __all__ = [
     "write_calibration",
 ]
 
-CALIBRATION_FILE = "calibration.json"  # in the results folder, next to config.json
 INTENSITY_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)  # per channel, besides mean and sd
 
 
@@ -113,31 +111,9 @@ def write_calibration(
             for (run, model), calibration in sorted(calibrations.items())
         ],
     }
-    path = Path(run_dir) / CALIBRATION_FILE
+    path = Path(run_dir) / results.CALIBRATION_FILE
     results.write_json(path, data)
     return path
-
-
-def load_temperatures(run_dir: str | Path) -> dict[tuple[int, str], float]:
-    """(run, model) -> fitted temperature, from ``calibration.json``; {} when there is none.
-
-    Use as ``softmax(logits, temperature=temperatures.get((run, model), 1.0))``; the keys
-    match the ``run`` and ``model`` columns of runs.csv (`SavedRun.run`, `SavedRun.model_name`).
-    """
-    path = Path(run_dir) / CALIBRATION_FILE
-    if not path.is_file():
-        return {}
-    try:
-        entries = results.read_json(path)["runs"]
-        temperatures = {(int(e["run"]), str(e["model"])): float(e["temperature"]) for e in entries}
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"{path}: not a calibration file ({error}); delete it and run `cellclass explain`"
-        ) from None
-    bad = [key for key, t in temperatures.items() if not (np.isfinite(t) and t > 0)]
-    if bad:
-        raise ValueError(f"{path}: run {bad[0][0]} ({bad[0][1]}) has a non-positive temperature")
-    return temperatures
 
 
 # ---------------------------------------------------------------- adversarial fragility

@@ -3,7 +3,7 @@
 `explain_run` loads the saved runs and the folders recorded in ``config.json`` (the training
 folder, for each run's validation split and the confound probe; the test folders) and writes::
 
-    <run_dir>/calibration.json     one temperature per run (`explain.probes.load_temperatures`)
+    <run_dir>/calibration.json     one temperature per run (`results.load_temperatures`)
     <run_dir>/explain/             (or ``out_dir``)
       explain.json                 what was computed: settings, figures with captions, notes
       calibration.csv              run, model, dataset, temperature, ece_before, ece_after, n_images
@@ -50,7 +50,6 @@ from cellclass.explain.probe_step import (
     confound_outputs,
     loss_outputs,
 )
-from cellclass.explain.probes import load_temperatures
 from cellclass.figures import explain as explain_figures
 from cellclass.metrics import softmax
 from cellclass.predict import SavedRun
@@ -87,7 +86,7 @@ def _attribution_outputs(
     size = split.store.pixels.shape[1]
     patch = max(1, round(settings.patch_fraction * size))
     plain = saved.uses_tta  # maps explain one forward pass, not the 8-view TTA average
-    temperatures = {} if plain else load_temperatures(folder.run_dir)  # T fits TTA outputs
+    temperatures = {} if plain else results.load_temperatures(folder.run_dir)  # T fits TTA outputs
     temperature = temperatures.get((saved.run, saved.model_name), 1.0)
     rows = balanced_rows(split.labels, settings.n_images, rng=rng)
     x = gather_batch(split, rows, norm, CPU)  # (B, C, H, W)

@@ -23,7 +23,6 @@ import numpy as np
 from matplotlib import colormaps
 
 from cellclass.data.images import to_display_uint8
-from cellclass.explain.attribution import normalize_maps
 from cellclass.figures.drawing import (
     RIGHT_COLOUR,
     WRONG_COLOUR,
@@ -32,7 +31,7 @@ from cellclass.figures.drawing import (
     short_name,
 )
 
-__all__ = ["MapRow", "attribution_figure", "overlay", "prediction_title"]
+__all__ = ["MapRow", "attribution_figure", "normalize_maps", "overlay", "prediction_title"]
 
 TILE = 1.45  # inches per image tile
 MAX_ALPHA = 0.8  # opacity of the strongest signed attribution in an overlay
@@ -45,6 +44,28 @@ class MapRow:
     maps: np.ndarray  # (N, H, W) float, one map per column
     signed: bool  # red/blue around zero (True) or yellow-red from zero (False)
     shown: np.ndarray | None = None  # (N,) bool; False leaves the tile blank with a dash
+
+
+def normalize_maps(maps: np.ndarray, *, percentile: float = 99.0) -> np.ndarray:
+    """Each (H, W) map divided by its ``percentile`` of absolute values, clipped to [-1, 1].
+
+    A robust per-image scale, so one hot pixel does not wash out the rest and every image
+    counts equally in a class average. All-zero maps stay zero.
+
+    Parameters
+    ----------
+    maps : (N, H, W) ndarray of float
+
+    Returns
+    -------
+    (N, H, W) ndarray of float32 in [-1, 1]
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, H, W), got shape {maps.shape}")
+    scale = np.percentile(np.abs(maps).reshape(len(maps), -1), percentile, axis=1)  # (N,)
+    scale = np.where(scale > 0, scale, 1.0)[:, None, None]
+    return np.clip(maps / scale, -1.0, 1.0).astype(np.float32)
 
 
 def overlay(image: np.ndarray, attribution: np.ndarray, *, signed: bool) -> np.ndarray:

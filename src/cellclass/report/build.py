@@ -29,7 +29,7 @@ from cellclass.checks import chance_levels, find_warnings, summary_rows
 from cellclass.data.cache import load_normalized
 from cellclass.data.folders import FolderError, FolderIndex, scan_folder
 from cellclass.data.preprocessing import BadImagesError, Preprocessing, preprocessing_from_dict
-from cellclass.explain.probes import load_temperatures, recalibrate
+from cellclass.explain.probes import recalibrate
 from cellclass.explain.step import explain_section
 from cellclass.figures import plots as figures
 from cellclass.metrics import confusion_matrix, expected_calibration_error, reliability_bins
@@ -539,7 +539,7 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     """
     run_dir = Path(run_dir)
     data = read_results(run_dir)
-    temperatures = load_temperatures(run_dir)  # {} until `cellclass explain` fitted them
+    temperatures = results.load_temperatures(run_dir)  # {} until `cellclass explain` fitted them
     rng = np.random.default_rng(seed)
     out = run_dir / "figures"
     notes: list[str] = []
