@@ -17,13 +17,13 @@ from scipy import ndimage
 from cellclass.cli import main
 from cellclass.data.folders import scan_folder
 from cellclass.inspection.dataset import (
-    MIN_SIMILARITY,
     InspectSettings,
     find_leakage,
     format_report,
     inspect_dataset,
     leakage_message,
 )
+from cellclass.inspection.scan import MIN_SIMILARITY
 
 SIZE = 64  # image side, pixels
 TEXTURE = 0.3  # SD of each image's own texture relative to the shared object's

@@ -1,3 +1,44 @@
-"""Inspect a class-folder dataset before training (layer 2): statistics, duplicates and leakage
-(`dataset`), decoding and hashing each image once (`scan`).
+"""Inspect a class-folder dataset before training (layer 2): decoding and hashing each image
+once and confirming duplicate pairs pixel by pixel (`scan`); per-class statistics, duplicates,
+leakage between folders and the printed report (`dataset`).
 """
+
+from cellclass.inspection.dataset import (
+    ClassSummary,
+    FolderReport,
+    InspectionReport,
+    InspectSettings,
+    find_leakage,
+    format_report,
+    inspect_dataset,
+    leakage_message,
+    write_report_json,
+)
+from cellclass.inspection.scan import (
+    HASH_FREQUENCIES,
+    HASH_SIDE,
+    MIN_SIMILARITY,
+    TRANSFORMS,
+    DuplicatePair,
+    ScanResult,
+    scan_images,
+)
+
+__all__ = [
+    "ClassSummary",
+    "DuplicatePair",
+    "FolderReport",
+    "HASH_FREQUENCIES",
+    "HASH_SIDE",
+    "InspectSettings",
+    "InspectionReport",
+    "MIN_SIMILARITY",
+    "ScanResult",
+    "TRANSFORMS",
+    "find_leakage",
+    "format_report",
+    "inspect_dataset",
+    "leakage_message",
+    "scan_images",
+    "write_report_json",
+]

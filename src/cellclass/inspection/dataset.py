@@ -28,9 +28,7 @@ from cellclass import results
 from cellclass.data.folders import FolderIndex, scan_folder
 from cellclass.inspection.scan import (
     HASH_FREQUENCIES,
-    HASH_SIDE,
     MIN_SIMILARITY,
-    TRANSFORMS,
     DuplicatePair,
     ScanResult,
     duplicate_pairs,
@@ -39,11 +37,6 @@ from cellclass.inspection.scan import (
 )
 
 __all__ = [
-    "HASH_FREQUENCIES",
-    "HASH_SIDE",
-    "MIN_SIMILARITY",
-    "TRANSFORMS",
-    "DuplicatePair",
     "ClassSummary",
     "FolderReport",
     "InspectSettings",
