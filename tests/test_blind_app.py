@@ -113,17 +113,49 @@ def test_no_api_response_names_a_file_folder_or_label(store, test_set, tree: Pat
 
 
 # ---------------------------------------------------------------- images
-def test_images_are_the_model_input_upscaled(store, test_set, tree: Path, tmp_path: Path):
+def test_images_are_the_model_input_at_its_size(store, test_set, tree: Path, tmp_path: Path):
+    """Issue 20: images came upscaled to 384 px and the browser smoothed them; now the page
+    gets the model's pixels and zooms them itself (nearest or smooth, the scorer's choice)."""
     client = create_app(store, test_set).test_client()
     state = start(client)
     response = client.get(state["image"])
     assert response.status_code == 200 and response.mimetype == "image/png"
     shown = np.asarray(Image.open(io.BytesIO(response.data)))
-    assert shown.shape == (384, 384, 3)  # 32 px upscaled 12 times, nearest neighbour
+    assert shown.shape == (32, 32, 3)  # the model's 32 px, nothing interpolated
     path = store.item(state["token"]).path
     prep = Preprocessing(image_size=32, normalization=Normalization("image"))
     model_input = load_normalized([Path(path)], prep, cache_dir=tmp_path / "cache")[0]
-    np.testing.assert_array_equal(shown[::12, ::12], to_display_uint8(model_input))
+    np.testing.assert_array_equal(shown, to_display_uint8(model_input))
+    assert client.get(state["image"] + "?contrast=sharpen").status_code == 400
+
+
+def test_contrast_stretch_is_one_mapping_for_every_image(store, tree: Path, tmp_path: Path):
+    """Issue 20: an optional contrast stretch, the same for every image: the 0.5 and 99.5
+    percentiles of all the test set's pixels (per channel) become black and white."""
+    dim = Normalization("dataset", low=(0.0,), high=(1000.0,))  # 8-bit images look dark
+    config = {"class_names": list(CLASSES)}
+    config["preprocessing"] = preprocessing_to_dict(Preprocessing(image_size=16, normalization=dim))
+    results.write_json(tmp_path / "run" / "config.json", config)
+    test_set = load_test(tree, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    client = create_app(store, test_set).test_client()
+    state = start(client)
+    plain, stretched = [], []
+    for _ in range(3):
+        get = lambda url: np.asarray(Image.open(io.BytesIO(client.get(url).data)))  # noqa: E731
+        plain.append(get(state["image"]).astype(float))
+        stretched.append(get(state["image"] + "?contrast=stretch").astype(float))
+        body = {"token": state["token"], "answer": CLASSES[0]}
+        state = client.post("/api/answer", json=body).get_json()
+    everything = test_set.pixels.reshape(-1, 3).astype(float)  # all images, both classes
+    low = np.percentile(everything, 0.5, axis=0, method="inverted_cdf")
+    high = np.percentile(everything, 99.5, axis=0, method="inverted_cdf")
+    for before, after in zip(plain, stretched, strict=True):
+        expected = np.clip(np.rint((before - low) * 255 / (high - low)), 0, 255)
+        np.testing.assert_allclose(after, expected, atol=1)
+    assert high.max() < 128 and np.mean(stretched) > 2 * np.mean(plain)  # it does something
+    page = client.get("/").get_data(as_text=True)
+    for control in ('id="zoom"', 'value="fit"', 'value="4"', 'value="smooth"', 'id="stretch"'):
+        assert control in page
 
 
 def test_a_run_folder_fixes_size_classes_and_normalisation(tree: Path, tmp_path: Path):
@@ -132,18 +164,30 @@ def test_a_run_folder_fixes_size_classes_and_normalisation(tree: Path, tmp_path:
     config = {"class_names": [*CLASSES, "Unseen"], "preprocessing": preprocessing_to_dict(prep)}
     results.write_json(tmp_path / "run" / "config.json", config)
     test = load_test(tree, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
-    assert test.class_names == (*CLASSES, "Unseen") and "16 px, dataset" in test.source
+    assert "16 px, dataset" in test.source
+    # issue 20: a button only for the classes of this folder; "Unseen" has none here
+    assert test.class_names == CLASSES and test.absent_classes == ("Unseen",)
+    page = create_app(open_store(tmp_path / "s.sqlite"), test).test_client().get("/")
+    assert "Unseen" not in page.get_data(as_text=True)
+    settings = ServeSettings(
+        str(tree), str(tmp_path / "s.sqlite"), run_dir=str(tmp_path / "run"), port=0,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    server, lines = open_server(settings)
+    server.server_close()
+    assert any(line.startswith("no button for Unseen") for line in lines)
     expected = load_normalized([Path(p) for p in test.paths], prep, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(test.pixels, [to_display_uint8(x) for x in expected])
-    with pytest.raises(ValueError, match="--image-size cannot be combined with --run"):
+    with pytest.raises(ValueError, match="image_size cannot be combined with run_dir"):
         load_test(tree, run_dir=tmp_path / "run", image_size=32)
 
 
 def test_render_png_checks_its_input():
     with pytest.raises(ValueError, match=r"needs \(H, W, 3\) uint8"):
         render_png(np.zeros((8, 8), dtype=np.uint8))
-    big = render_png(np.zeros((500, 400, 3), dtype=np.uint8))
-    assert Image.open(io.BytesIO(big)).size == (400, 500)  # large enough: not upscaled
+    for height, width in ((500, 400), (8, 6)):
+        png = render_png(np.zeros((height, width, 3), dtype=np.uint8))
+        assert Image.open(io.BytesIO(png)).size == (width, height)  # the page zooms
 
 
 # ---------------------------------------------------------------- refusals over HTTP

@@ -141,3 +141,48 @@ def test_personal_link_resumes_in_another_browser_and_a_name_is_never_taken_over
         assert violations == []
         browser.close()
     server.stop()
+
+
+def test_zoom_smoothing_and_contrast_are_one_setting_for_every_image(tmp_path):
+    """Issue 20: 32-px images were blown up and blurry with no zoom or contrast control. The
+    scorer picks a zoom (fit, 1x, 2x, 4x), nearest or smooth pixels and a contrast stretch;
+    the choice holds for every following image and survives a reload of the tab."""
+    server = _Server(tmp_path / "scores.sqlite", write_blind_tree(tmp_path / "test"), tmp_path)
+    expect = playwright_api.expect
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        violations = []
+        page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m))
+        page.goto(f"http://127.0.0.1:{server.port}/")
+        page.fill("#name", "erin")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".answer:not([disabled])")
+        image = page.locator("#image")
+        assert image.evaluate("img => img.naturalWidth") == 32  # the model's pixels
+        fit = int(re.search(r"width: (\d+)px", image.get_attribute("style")).group(1))
+        assert fit > 64 and fit % 32 == 0  # default: the largest whole zoom that fits
+        assert image.evaluate("img => getComputedStyle(img).imageRendering") == "pixelated"
+
+        page.select_option("#zoom", "2")
+        page.select_option("#smoothing", "smooth")
+        page.check("#stretch")
+        expect(image).to_have_attribute("src", re.compile(r"\?contrast=stretch$"))
+        for n in range(1, 3):  # number keys still answer; the next image keeps the setting
+            page.keyboard.press("1")
+            _wait_count(page, n)
+            page.wait_for_selector(".answer:not([disabled])")
+            expect(image).to_have_attribute("src", re.compile(r"\?contrast=stretch$"))
+            expect(image).to_have_attribute("style", re.compile(r"width: 64px; height: 64px"))
+            assert image.evaluate("img => getComputedStyle(img).imageRendering") == "auto"
+
+        page.reload()
+        _wait_count(page, 2)
+        page.wait_for_selector(".answer:not([disabled])")
+        assert page.input_value("#zoom") == "2" and page.is_checked("#stretch")
+        expect(image).to_have_attribute("style", re.compile(r"width: 64px"))
+        page.select_option("#zoom", "4")
+        expect(image).to_have_attribute("style", re.compile(r"width: 128px; height: 128px"))
+        assert violations == []
+        browser.close()
+    server.stop()

@@ -8,7 +8,8 @@ Routes (all JSON except the page and the images)::
     GET  /api/next            progress and the current image's token (creates nothing)
     POST /api/answer          {"token", "answer", "response_ms"} -> progress after the answer
     POST /api/undo            {} -> progress after undoing the last answer
-    GET  /image/<token>.png   the image of one showing, as the model sees it, upscaled
+    GET  /image/<token>.png   the image of one showing, as the model sees it, at that size;
+                              ?contrast=stretch: stretched as every image is (see testset)
 
 Access: every call but the page, start and resume acts for the scorer whose session key the
 request holds: the HttpOnly, SameSite=Strict cookie that start and resume set, or an
@@ -61,6 +62,7 @@ KEY_COOKIE = "cellclass_scorer_key"  # cookie holding the scorer's session key
 KEY_HEADER = "X-Scorer-Key"  # the same key, for scripts
 KEY_MAX_AGE = 180 * 24 * 3600  # seconds the browser keeps the key: scoring may span months
 MAX_BODY_BYTES = 64 * 1024  # an answer is ~100 bytes; anything much larger is not the page
+CONTRASTS = frozenset({"", "none", "stretch"})  # ?contrast= of an image: as is, or stretched
 _CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 _STATUS = {NotFoundError: 404, ConflictError: 409, InvalidAnswerError: 400, AccessError: 403}
 
@@ -165,7 +167,11 @@ def _add_page_routes(app: Flask, test: BlindTest, sessions: _Sessions) -> None:
     @app.get("/image/<token>.png")
     def image(token: str):
         item = sessions.item(token, sessions.scorer(_key()))
-        png = render_png(test.pixels[test.row_of[item.path]])
+        contrast = request.args.get("contrast", "")
+        if contrast not in CONTRASTS:
+            raise InvalidAnswerError(f"contrast {contrast!r}: use one of {sorted(CONTRASTS)}")
+        stretch = test.stretch_limits if contrast == "stretch" else None
+        png = render_png(test.pixels[test.row_of[item.path]], stretch=stretch)
         headers = {"Cache-Control": "private, max-age=3600"}
         return Response(png, mimetype="image/png", headers=headers)
 

@@ -128,6 +128,12 @@ def open_server(settings: ServeSettings) -> tuple[BaseWSGIServer, list[str]]:
             f"({', '.join(test.class_names)}) from {test.test_dir}",
             f"shown {test.source}",
         ]
+        if test.absent_classes:
+            lines.append(
+                f"no button for {', '.join(test.absent_classes)}: the model knows "
+                f"{'it' if len(test.absent_classes) == 1 else 'them'}, but the test folder "
+                "has no such class folder"
+            )
         key = None if settings.scorer is None else _fixed_scorer(store, test, settings, lines)
         app = create_app(
             store,

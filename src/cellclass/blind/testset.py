@@ -1,15 +1,20 @@
 """The test images a scorer sees: the answer key and the pixels, exactly as the model sees them.
 
 With a results folder (``run_dir``) the images get that experiment's preprocessing (size,
-channels, fitted normalisation), so the scorer and the network look at the same pixels.
-Without one, each image is stretched to its own percentiles (``"image"`` normalisation) at its
-native size. The answer key (paths, labels) is kept here, on the server side.
+channels, fitted normalisation), so the scorer and the network look at the same pixels, and
+the answer buttons are the run's classes that have a folder in the test folder. Without one,
+each image is stretched to its own percentiles (``"image"`` normalisation) at its native size.
+The answer key (paths, labels) is kept here, on the server side.
+
+The page shows each image at these pixels' size or a zoom the scorer chooses; the optional
+contrast stretch (`render_png`'s ``stretch``) maps the same percentiles of the whole test set
+to black and white in every image, so it brightens dim images without evening out brightness
+differences between them.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,23 +30,37 @@ from cellclass.data.images import image_meta, to_display_uint8
 from cellclass.data.normalization import Normalization, normalize_batch
 from cellclass.data.preprocessing import Preprocessing, preprocessing_from_dict
 
-MIN_DISPLAY_SIZE = 384  # images are upscaled by a whole factor to at least this many pixels
+STRETCH_PERCENTILES = (0.5, 99.5)  # contrast stretch: these percentiles become black, white
 _CHUNK = 64  # images normalised at a time, to bound memory on large test sets
 
 
 @dataclass(frozen=True)
 class BlindTest:
     test_dir: str  # resolved test folder (one subfolder per class)
-    class_names: tuple[str, ...]  # answer buttons: the run's class map, or the folder's classes
+    class_names: tuple[str, ...]  # answer buttons: the folder's classes (in the run's order)
     paths: tuple[str, ...]  # absolute image paths (answer key: server only)
     labels: tuple[str, ...]  # true class name of each image (answer key: server only)
     pixels: np.ndarray  # (N, S, S, 3) uint8: the model's input as an RGB picture
     source: str  # one line saying how the pixels were normalised, for the startup message
+    absent_classes: tuple[str, ...] = ()  # classes of the run with no folder here: no button
 
     @cached_property
     def row_of(self) -> dict[str, int]:
         """Row of ``pixels`` holding each path."""
         return {path: row for row, path in enumerate(self.paths)}
+
+    @cached_property
+    def stretch_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high), each (3,) float: per channel, the `STRETCH_PERCENTILES` of every pixel
+        of every image (one mapping for all images; counted in a histogram, no float copy)."""
+        channels = self.pixels.reshape(-1, 3)  # (N * S * S, 3) uint8
+        limits = []
+        for channel in range(3):
+            cumulative = np.cumsum(np.bincount(channels[:, channel], minlength=256))
+            shares = 100.0 * cumulative / cumulative[-1]
+            limits.append([np.searchsorted(shares, q) for q in STRETCH_PERCENTILES])
+        low, high = np.array(limits, dtype=float).T  # (3,), (3,)
+        return low, np.maximum(high, low + 1)  # a flat channel stays as it is
 
     @property
     def answer_key(self) -> list[tuple[str, str]]:
@@ -74,12 +93,10 @@ def load_test(
         A folder that is not a class tree, unreadable images, conflicting options.
     """
     if run_dir is not None and image_size is not None:
-        raise ValueError("--image-size cannot be combined with --run: the run fixes the size")
+        raise ValueError("image_size cannot be combined with run_dir: the run fixes the size")
     if run_dir is not None:
         if not (Path(run_dir) / results.CONFIG_FILE).is_file():
-            raise FileNotFoundError(
-                f"--run {run_dir}: no config.json; not a cellclass results folder"
-            )
+            raise FileNotFoundError(f"{run_dir}: no config.json; not a cellclass results folder")
         config = results.read_json(Path(run_dir) / results.CONFIG_FILE)
         prep = preprocessing_from_dict(config["preprocessing"])
         index = scan_folder(test_dir, class_names=tuple(config["class_names"]))
@@ -92,18 +109,20 @@ def load_test(
         size = image_size or _native_size(index.paths[0])
         prep = Preprocessing(image_size=size, normalization=Normalization("image"))
         source = (
-            f"with per-image percentile normalisation at {size} px (no --run given: "
-            "pass --run RUN_DIR to show them exactly as a trained model sees them)"
+            f"with per-image percentile normalisation at {size} px (no results folder given: "
+            "with one, exactly as its model sees them)"
         )
     store = load_store(index.paths, prep, cache_dir=cache_dir, skip_bad=skip_bad)
     label_of = {sample.path: index.class_names[sample.label] for sample in index.samples}
+    absent = tuple(index.missing_classes)
     return BlindTest(
         test_dir=str(index.root),
-        class_names=tuple(index.class_names),
+        class_names=tuple(name for name in index.class_names if name not in absent),
         paths=tuple(str(path) for path in store.paths),
         labels=tuple(label_of[path] for path in store.paths),
         pixels=_display_pixels(store, prep.normalization),
         source=source,
+        absent_classes=absent,
     )
 
 
@@ -128,26 +147,27 @@ def _display_pixels(store, norm: Normalization) -> np.ndarray:
     return np.stack(shown)
 
 
-def render_png(image: np.ndarray, *, min_size: int = MIN_DISPLAY_SIZE) -> bytes:
-    """Encode one display image as PNG, upscaled by a whole factor with nearest neighbours.
+def render_png(image: np.ndarray, *, stretch: tuple[np.ndarray, np.ndarray] | None = None) -> bytes:
+    """Encode one display image as PNG at its own size (the page zooms it).
 
-    Every model pixel becomes an f x f block, so nothing is smoothed or invented. The PNG
-    carries no text chunks (no file name or other metadata).
+    The PNG carries no text chunks (no file name or other metadata).
 
     Parameters
     ----------
     image : (H, W, 3) ndarray, uint8
-    min_size : int, optional
-        The longer side is upscaled to at least this many pixels.
+    stretch : (low, high), each (3,) float, optional
+        Contrast stretch: per channel, ``low`` becomes 0 and ``high`` 255, linearly, clipped
+        (`BlindTest.stretch_limits`: the same for every image of a test set).
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(
             f"render_png needs (H, W, 3) uint8 pixels, got {image.shape} {image.dtype}"
         )
-    height, width = image.shape[:2]
-    factor = max(1, math.ceil(min_size / max(height, width)))
-    picture = Image.fromarray(image).resize((width * factor, height * factor), Image.NEAREST)
+    if stretch is not None:
+        low, high = (np.asarray(limit, dtype=np.float32) for limit in stretch)  # (3,), (3,)
+        scaled = (image.astype(np.float32) - low) * (255.0 / (high - low))  # (H, W, 3)
+        image = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()

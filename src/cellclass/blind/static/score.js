@@ -2,6 +2,8 @@
 // The server sends only tokens, counts and class names; nothing here knows a file name.
 // Who scores is the session key in an HttpOnly cookie, set by /api/start (a new name) or
 // /api/resume (a personal link, /#key=...); this script never stores the key itself.
+// How images are shown (zoom, smoothing, contrast stretch) is one setting for every image,
+// kept in sessionStorage while the tab is open; it holds nothing about the images.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -10,6 +12,60 @@
   let state = null; // the last progress the server sent
   let busy = false; // a request is in flight: further keys are ignored
   let shownAt = null; // performance.now() when the current image appeared
+  const VIEW_KEY = "cellclass-view";
+  const ZOOMS = ["fit", "1", "2", "4"];
+  const view = loadView(); // { zoom, smoothing, stretch }
+
+  function loadView() {
+    const chosen = { zoom: "fit", smoothing: "nearest", stretch: false };
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(VIEW_KEY) || "{}");
+      if (ZOOMS.includes(saved.zoom)) chosen.zoom = saved.zoom;
+      if (saved.smoothing === "smooth") chosen.smoothing = "smooth";
+      chosen.stretch = saved.stretch === true;
+    } catch (ignored) { /* storage unavailable or garbled: the defaults */ }
+    return chosen;
+  }
+
+  // The image's URL under the current contrast setting.
+  const imageUrl = (path) => (view.stretch ? `${path}?contrast=stretch` : path);
+
+  // Size the image: a whole zoom factor of its pixels, or for "fit" the largest whole
+  // factor that fits the window (shrunk to fit when even 1x does not).
+  function sizeImage() {
+    const image = $("image");
+    if (!image.naturalWidth) return;
+    let factor = Number(view.zoom);
+    if (view.zoom === "fit") {
+      const rem = parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
+      const width = window.innerWidth * 0.92 - 1.5 * rem;
+      const height = window.innerHeight - 16 * rem;
+      const fit = Math.max(Math.min(width / image.naturalWidth, height / image.naturalHeight), 0.1);
+      factor = fit >= 1 ? Math.floor(fit) : fit;
+    }
+    image.style.width = `${Math.round(image.naturalWidth * factor)}px`;
+    image.style.height = `${Math.round(image.naturalHeight * factor)}px`;
+  }
+
+  function applyView() {
+    $("zoom").value = view.zoom;
+    $("smoothing").value = view.smoothing;
+    $("stretch").checked = view.stretch;
+    $("image").classList.toggle("smooth", view.smoothing === "smooth");
+    sizeImage();
+    if (state && !state.done && $("image").getAttribute("src") !== imageUrl(state.image)) {
+      $("image").src = imageUrl(state.image); // same image, other contrast: the clock runs on
+    }
+  }
+
+  function changeView(event) {
+    view.zoom = $("zoom").value;
+    view.smoothing = $("smoothing").value;
+    view.stretch = $("stretch").checked;
+    try { sessionStorage.setItem(VIEW_KEY, JSON.stringify(view)); } catch (ignored) { /* kept in memory */ }
+    applyView();
+    event.target.blur(); // number keys answer again instead of changing the control
+  }
 
   const setMessage = (text) => { $("message").textContent = text || ""; };
   const setEnabled = (on) => buttons.forEach((button) => { button.disabled = !on; });
@@ -72,14 +128,15 @@
     if (progress.done) return;
     const image = $("image");
     const ready = () => {
-      if (state !== progress) return;
+      sizeImage();
+      if (state !== progress || shownAt !== null) return;
       shownAt = performance.now();
       setEnabled(true);
     };
     image.onload = ready;
     image.onerror = () => setMessage("The image could not be loaded; reload the page.");
-    if (image.getAttribute("src") === progress.image && image.complete) ready();
-    else image.src = progress.image;
+    if (image.getAttribute("src") === imageUrl(progress.image) && image.complete) ready();
+    else image.src = imageUrl(progress.image);
   }
 
   async function run(action) {
@@ -118,7 +175,7 @@
   }
 
   document.addEventListener("keydown", (event) => {
-    if (!state || event.repeat || event.target.tagName === "INPUT") return;
+    if (!state || event.repeat || ["INPUT", "SELECT"].includes(event.target.tagName)) return;
     if (event.key >= "1" && event.key <= "9" && !event.ctrlKey && !event.metaKey) {
       answer(Number(event.key) - 1);
     } else if (event.key === "Backspace" || (event.key === "z" && (event.ctrlKey || event.metaKey))) {
@@ -127,6 +184,9 @@
     }
   });
   buttons.forEach((button, index) => button.addEventListener("click", () => answer(index)));
+  ["zoom", "smoothing", "stretch"].forEach((id) => $(id).addEventListener("change", changeView));
+  window.addEventListener("resize", () => { if (view.zoom === "fit") sizeImage(); });
+  applyView();
   $("undo").addEventListener("click", undo);
   $("undo-finish").addEventListener("click", undo);
   $("login-form").addEventListener("submit", (event) => {
