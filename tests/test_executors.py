@@ -110,7 +110,7 @@ def test_ray_refuses_gpu_shares_on_a_cluster_without_gpus(settings, tmp_path):
     ray = import_or_require("ray", "Ray (pip install -e '.[ray]')")
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
     try:
-        with pytest.raises(ValueError, match="--gpus-per-run 0.25: the Ray cluster has 0 GPU"):
+        with pytest.raises(ValueError, match="gpus_per_run=0.25: the Ray cluster has 0 GPU"):
             run_experiment(
                 replace(settings, out=str(tmp_path / "ray"), executor="ray", gpus_per_run=0.25)
             )

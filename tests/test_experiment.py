@@ -75,7 +75,7 @@ def test_existing_folder_is_never_overwritten(tmp_path, class_tree):
     settings = _settings(tmp_path, class_tree)
     out = run_experiment(settings)
     before = (out / "runs.csv").read_bytes()
-    with pytest.raises(ExperimentError, match="--resume"):
+    with pytest.raises(ExperimentError, match="resume=True"):
         run_experiment(settings)
     assert (out / "runs.csv").read_bytes() == before
 

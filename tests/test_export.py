@@ -236,9 +236,9 @@ def test_missing_onnxruntime_says_what_to_install(run_dir, tmp_path, monkeypatch
 def test_several_models_in_one_run_need_model(saved, tmp_path, monkeypatch):
     twins = [replace(saved, model_name="badger"), replace(saved, model_name="strong")]
     monkeypatch.setattr(export, "load_runs", lambda *args, **kwargs: twins)
-    with pytest.raises(ExportError, match="pick one with --model"):
+    with pytest.raises(ExportError, match="pick one with model="):
         export_run(tmp_path, run=0, fmt="torchscript")
-    with pytest.raises(ExportError, match="--model other: run 0 has only badger, strong"):
+    with pytest.raises(ExportError, match="model=other: run 0 has only badger, strong"):
         export_run(tmp_path, run=0, fmt="torchscript", model="other")
     out = export_run(tmp_path, run=0, fmt="torchscript", model="strong")
     assert out.name == "run-00-strong.torchscript.pt"
@@ -246,13 +246,13 @@ def test_several_models_in_one_run_need_model(saved, tmp_path, monkeypatch):
 
 def test_package_name_follows_the_bioimageio_rule(run_dir, tmp_path):
     bad = PackageSettings(name="my/model")
-    with pytest.raises(ExportError, match="--name 'my/model'"):
+    with pytest.raises(ExportError, match="name='my/model'"):
         export_run(run_dir, run=0, fmt="bioimageio", out=tmp_path / "p.zip", package=bad)
     assert not (tmp_path / "p.zip").exists()
 
 
 def test_unknown_format_in_the_library(run_dir):
-    with pytest.raises(ExportError, match="--format 'keras'"):
+    with pytest.raises(ExportError, match="fmt='keras'"):
         export_run(run_dir, run=0, fmt="keras")
 
 

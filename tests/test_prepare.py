@@ -221,7 +221,7 @@ def test_second_run_refused_unless_overwrite_which_deletes_nothing_else(tmp_path
     settings = TileSettings(grid=2)
     tile_folder(tmp_path / "raw", tmp_path / "dst", settings)
     keep = _write(tmp_path / "dst" / "Control" / "keep.png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(PrepareError, match="--overwrite") as info:
+    with pytest.raises(PrepareError, match="overwrite=True") as info:
         tile_folder(tmp_path / "raw", tmp_path / "dst", settings)
     assert "\n" not in str(info.value)
     before = len(_manifest(tmp_path / "dst"))

@@ -109,7 +109,7 @@ def test_device_auto_takes_cuda_only_when_present(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(ValueError, match="--device cuda: no CUDA GPU"):
+    with pytest.raises(ValueError, match="device=cuda: no CUDA GPU"):
         resolve_device("cuda")
     with pytest.raises(ValueError, match="choose auto, cpu or cuda"):
         resolve_device("gpu")
@@ -158,7 +158,7 @@ def test_test_every_thins_the_test_curve_and_keeps_the_final_results():
     # the final results are the kept model's: evaluating it again gives the same numbers
     again = evaluate(thinned.model, test, NORM)
     np.testing.assert_array_equal(again.logits, thinned.final["t"].logits)
-    with pytest.raises(ValueError, match="--test-every 0"):
+    with pytest.raises(ValueError, match="test_every=0"):
         run(0)
 
 

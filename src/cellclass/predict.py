@@ -105,7 +105,7 @@ def one_model(runs: list[SavedRun], run_dir) -> list[SavedRun]:
     if len(models) > 1:
         raise ExperimentError(
             f"{run_dir} holds runs of {len(models)} models ({', '.join(models)}); choose one "
-            "with model= (--model), so predictions are not averaged across recipes"
+            "with model=, so predictions are not averaged across recipes"
         )
     return runs
 
@@ -269,7 +269,7 @@ def _check_channels(have: int, want: int, example: Path) -> None:
     if have != want:
         raise ExperimentError(
             f"{example}: images have {have} channel(s) but the model was trained on {want}; "
-            "use --channels to match"
+            "use channels= to match"
         )
 
 
@@ -296,7 +296,7 @@ def evaluate_folder(
     run_dir = Path(run_dir)
     config = results.read_json(run_dir / results.CONFIG_FILE)
     if name in config.get("tests", {}) or name in ("train", "val"):
-        raise ExperimentError(f"--test {name}: {run_dir} already has a test set of that name")
+        raise ExperimentError(f"test set {name!r}: {run_dir} already has one of that name")
     runs = load_runs(run_dir)
     prep = preprocessing_from_dict(config["preprocessing"])
     class_names = tuple(config["class_names"])

@@ -32,6 +32,7 @@ from cellclass.cli.data_commands import (
     cmd_prepare,
     cmd_preview,
 )
+from cellclass.cli.errors import flag_names
 from cellclass.cli.run_commands import (
     add_demo_parser,
     add_evaluate_parser,
@@ -128,14 +129,16 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_arguments(build_parser(), sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parse_arguments(parser, sys.argv[1:] if argv is None else argv)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept; continue with --resume", file=sys.stderr)
         return 130
     except USER_ERRORS as error:
-        print(f"cellclass: error: {error_line(error)}", file=sys.stderr)
+        command = _subcommands(parser).choices[args.command]  # library names -> its flags
+        print(f"cellclass: error: {flag_names(error_line(error), command)}", file=sys.stderr)
         return 2
 
 

@@ -133,7 +133,7 @@ def load_store(
         except _DAMAGED as again:
             raise CacheError(
                 f"pixel cache {folder} cannot be read ({_reason(again)}); delete that folder "
-                "(it only holds decoded copies of your images) or pass another --cache-dir"
+                "(it only holds decoded copies of your images) or pass another cache_dir="
             ) from None
     if store.bad and not skip_bad:
         raise BadImagesError(list(store.bad))

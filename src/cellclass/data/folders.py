@@ -225,7 +225,7 @@ def _make_grouper(root: Path, group_by: str | None):
             pattern = re.compile(group_by)
         except re.error as error:
             raise FolderError(
-                f"--group-by {group_by!r}: not a valid regular expression ({error})"
+                f"group_by={group_by!r}: not a valid regular expression ({error})"
             ) from None
         return lambda path: _group_from_name(pattern, path)
     return lambda path: _relative(path, root)

@@ -780,7 +780,7 @@ def select_channels(image: np.ndarray, channels: tuple[int, ...] | None) -> np.n
         if not 0 <= channel < n_channels:
             raise ValueError(
                 f"channel {channel} does not exist: the image has {n_channels} channel(s), "
-                f"numbered 0 to {n_channels - 1}; check --channels"
+                f"numbered 0 to {n_channels - 1}; check channels="
             )
     return np.take(image, list(channels), axis=2)
 

@@ -105,7 +105,7 @@ def coerce_to_store(image: np.ndarray, reference: np.ndarray, path: Path) -> np.
         else:
             raise ValueError(
                 f"has {have} channels while the first image has {want}; "
-                "pick channels with --channels"
+                "pick channels with channels="
             )
     if image.dtype != reference.dtype:
         raise ValueError(

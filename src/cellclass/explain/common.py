@@ -123,8 +123,7 @@ def load_test_splits(
     unknown = [name for name in names if name not in tests]
     if unknown:
         raise ValueError(
-            f"--test {unknown[0]}: no such test set in {folder.run_dir}; "
-            f"it has {', '.join(tests) or 'none'}"
+            f"test set {unknown[0]!r}: not in {folder.run_dir}; it has {', '.join(tests) or 'none'}"
         )
     splits = []
     for name in names or tuple(tests):

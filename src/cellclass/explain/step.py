@@ -254,7 +254,7 @@ def _explained_run(folder: ExplainFolder, settings: ExplainSettings) -> SavedRun
     if not chosen:
         have = ", ".join(f"{saved.run} ({saved.model_name})" for saved in folder.runs)
         raise ValueError(
-            f"--run {settings.run} / --model {settings.model}: no such saved run in "
+            f"run={settings.run}, model={settings.model}: no such saved run in "
             f"{folder.run_dir}; it has runs {have}"
         )
     return chosen[0]

@@ -94,7 +94,7 @@ def _test_input(saved: SavedRun, sample_image: str | None) -> np.ndarray:
         image = resize(picked, size)  # (S, S, C) native dtype, as in the pixel store
         if image.shape[2] != channels:
             raise ExportError(
-                f"--sample-image {sample_image}: has {image.shape[2]} channel(s), the model "
+                f"sample_image={sample_image}: has {image.shape[2]} channel(s), the model "
                 f"takes {channels}; pick an image of the training kind"
             )
     return np.ascontiguousarray(image.astype(np.float32).transpose(2, 0, 1)[None])
@@ -188,7 +188,7 @@ def _package_name(saved: SavedRun, name: str) -> str:
         label = re.sub(r"[^A-Za-z0-9_+() -]", "-", saved.model_name)
         return f"cellclass {label} run {saved.run:02d}"[:128]
     if not (5 <= len(name) <= 128 and re.fullmatch(r"[A-Za-z0-9_+() -]+", name)):
-        raise ExportError(f"--name {name!r}: use 5 to 128 letters, digits, spaces or _+-()")
+        raise ExportError(f"name={name!r}: use 5 to 128 letters, digits, spaces or _+-()")
     return name
 
 

@@ -72,13 +72,15 @@ def export_run(
         ``out`` exists already.
     """
     if fmt not in FORMATS:
-        raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise ExportError(f"fmt={fmt!r}: choose one of {', '.join(FORMATS)}")
     if not Path(run_dir).is_dir():
-        raise ExportError(f"{run_dir}: no such results folder; give the --out of `cellclass train`")
+        raise ExportError(
+            f"{run_dir}: no such results folder; give the folder `cellclass train` wrote"
+        )
     saved = _pick_run(run_dir, run, model)
     out = Path(out) if out is not None else _default_out(run_dir, saved, fmt)
     if out.exists():
-        raise FileExistsError(f"{out}: exists; choose another --out or remove it")
+        raise FileExistsError(f"{out}: exists; choose another out= or remove it")
     classifier = Classifier(saved.model, tta=saved.uses_tta)
     if fmt == "torchscript":
         atomic_write_bytes(out, torchscript_bytes(classifier, saved))
@@ -96,9 +98,9 @@ def _pick_run(run_dir: str | Path, run: int, model: str | None) -> SavedRun:
     if model is not None:
         runs = [saved for saved in runs if saved.model_name == model]
         if not runs:
-            raise ExportError(f"--model {model}: run {run} has only {', '.join(labels)}")
+            raise ExportError(f"model={model}: run {run} has only {', '.join(labels)}")
     if len(runs) > 1:
-        raise ExportError(f"run {run} has models {', '.join(labels)}; pick one with --model")
+        raise ExportError(f"run {run} has models {', '.join(labels)}; pick one with model=")
     return runs[0]
 
 

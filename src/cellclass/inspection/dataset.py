@@ -204,7 +204,7 @@ def leakage_message(pairs: Sequence[DuplicatePair]) -> str:
 def _check_thresholds(max_distance: int, min_similarity: float) -> None:
     n_bits = HASH_FREQUENCIES**2 - 1
     if not 0 <= max_distance < n_bits:
-        raise ValueError(f"--max-distance {max_distance}: give 0 to {n_bits - 1} bits, e.g. 64")
+        raise ValueError(f"max_distance={max_distance}: give 0 to {n_bits - 1} bits, e.g. 64")
     if not -1 <= min_similarity <= 1:
         raise ValueError(
             f"min_similarity {min_similarity}: give a correlation from -1 to 1, e.g. "

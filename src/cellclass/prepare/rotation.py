@@ -63,15 +63,15 @@ def parse_angles(spec: str) -> tuple[float, ...]:
         values = []
     angles = tuple(round(float(a), 3) + 0.0 for a in values)
     if not angles or not all(math.isfinite(a) for a in angles):
-        raise ValueError(f"--angles {spec!r}: cannot read it; {_SPEC_HELP}")
+        raise ValueError(f"angles={spec!r}: cannot read it; {_SPEC_HELP}")
     if any(abs(a) > 360 for a in angles):
-        raise ValueError(f"--angles {spec!r}: give angles from -360 to 360 degrees, e.g. -5:5:1")
+        raise ValueError(f"angles={spec!r}: give angles from -360 to 360 degrees, e.g. -5:5:1")
     turns = [a % 360 for a in angles]
     for i, turn in enumerate(turns):
         if turn in turns[:i]:
             first = angles[turns.index(turn)]
             raise ValueError(
-                f"--angles {spec!r}: {first:g} and {angles[i]:g} are the same rotation; "
+                f"angles={spec!r}: {first:g} and {angles[i]:g} are the same rotation; "
                 "list each rotation once"
             )
     return angles

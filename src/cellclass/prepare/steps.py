@@ -145,15 +145,15 @@ def tile_folder(
 
 def _check_tile_settings(settings: TileSettings) -> None:
     if (settings.grid is None) == (settings.tile_size is None):
-        raise PrepareError("give exactly one of --grid N or --tile-size PIXELS, e.g. --grid 4")
+        raise PrepareError("give exactly one of grid=N or tile_size=PIXELS, e.g. grid=4")
     size = settings.grid if settings.grid is not None else settings.tile_size
     if size < 1:
-        raise PrepareError(f"--grid/--tile-size must be at least 1, got {size}")
+        raise PrepareError(f"grid= or tile_size= must be at least 1, got {size}")
     if settings.edge not in EDGE_POLICIES:
-        raise PrepareError(f"--edge {settings.edge!r}: choose one of {', '.join(EDGE_POLICIES)}")
+        raise PrepareError(f"edge={settings.edge!r}: choose one of {', '.join(EDGE_POLICIES)}")
     if not 0.0 <= settings.min_foreground <= 1.0:
         raise PrepareError(
-            f"--min-foreground {settings.min_foreground}: give a fraction from 0 to 1, e.g. 0.1"
+            f"min_foreground={settings.min_foreground}: give a fraction from 0 to 1, e.g. 0.1"
         )
 
 
@@ -192,17 +192,17 @@ def rotate_folder(
 
 def _check_rotate_settings(settings: RotateSettings) -> None:
     if not settings.angles:
-        raise PrepareError("no angles given; pass --angles, e.g. --angles 0,90,180,270")
+        raise PrepareError("no angles given; pass angles=, e.g. angles=0,90,180,270")
     if settings.fill not in FILL_MODES:
-        raise PrepareError(f"--fill {settings.fill!r}: choose one of {', '.join(FILL_MODES)}")
+        raise PrepareError(f"fill={settings.fill!r}: choose one of {', '.join(FILL_MODES)}")
     unknown = [flip for flip in settings.flips if flip not in FLIPS]
     if unknown or len(set(settings.flips)) != len(settings.flips):
-        raise PrepareError(f"--flip {settings.flips}: give h and/or v, each at most once")
+        raise PrepareError(f"flips={settings.flips}: give h and/or v, each at most once")
     turns = {a % 360 for a in settings.angles}
     if len(settings.flips) == 2 and any((turn + 180) % 360 in turns for turn in turns):
         raise PrepareError(
-            "--flip h --flip v with angles 180 degrees apart writes identical copies "
-            "(a v flip is an h flip turned by 180); use --flip h alone"
+            "flips h and v with angles 180 degrees apart write identical copies "
+            "(a v flip is an h flip turned by 180); use flips=h alone"
         )
 
 
@@ -337,7 +337,7 @@ def _check_outputs_free(dst: Path, relative: list[Path], step: _Step) -> None:
         if earlier and not step.overwrite:
             raise PrepareError(
                 f"{dst} already holds {step.name} outputs of {rel} (e.g. {earlier}); pass "
-                "--overwrite to replace them (nothing else is deleted) or choose another DST"
+                "overwrite=True to replace them (nothing else is deleted) or choose another DST"
             )
 
 

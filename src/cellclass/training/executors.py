@@ -85,7 +85,7 @@ def _import_ray():
         import ray
     except ImportError:
         raise ValueError(
-            "--executor ray needs Ray: pip install 'cellclass[ray]' (or pip install ray)"
+            "executor=ray needs Ray: pip install 'cellclass[ray]' (or pip install ray)"
         ) from None
     return ray
 
@@ -106,7 +106,7 @@ def _run_on_ray(jobs, settings, data, out, observer) -> None:
         gpus = ray.cluster_resources().get("GPU", 0)
         if settings.gpus_per_run > gpus:  # the tasks would wait for ever
             raise ValueError(
-                f"--gpus-per-run {settings.gpus_per_run:g}: the Ray cluster has "
+                f"gpus_per_run={settings.gpus_per_run:g}: the Ray cluster has "
                 f"{gpus:g} GPU(s); use 0 or a cluster with GPUs"
             )
         data_ref = ray.put(data)  # decoded pixels shipped once, shared by every task

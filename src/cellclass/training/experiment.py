@@ -91,7 +91,7 @@ def prepare_data(settings: ExperimentSettings, observer: Observer) -> Experiment
         if test.store.channels != train.store.channels:
             raise ExperimentError(
                 f"{folder}: images have {test.store.channels} channel(s) but the training images "
-                f"have {train.store.channels}; pick matching channels with --channels"
+                f"have {train.store.channels}; pick matching channels with channels="
             )
         for missing in test.index.missing_classes:
             observer.message(f"warning: test set {name!r} has no {missing!r} folder")
@@ -108,7 +108,7 @@ def check_leakage(
     """
     pairs = find_leakage(train.index, [t.index for t in tests], page=settings.page)
     if pairs and settings.strict:
-        raise ExperimentError(f"{leakage_message(pairs)}; or run without --strict")
+        raise ExperimentError(f"{leakage_message(pairs)}; or run with strict=False")
     if pairs:
         observer.message(f"warning: {leakage_message(pairs)}")
     return [[str(pair.first), str(pair.second)] for pair in pairs]
@@ -117,34 +117,34 @@ def check_leakage(
 def _check_output(out: Path, settings: ExperimentSettings, resume: bool) -> None:
     config = out / results.CONFIG_FILE
     if out.exists() and not out.is_dir():
-        raise ExperimentError(f"--out {out} is a file; give a folder for the results")
-    for flag, folder in (("--out", out), ("--cache-dir", settings.cache_dir)):
+        raise ExperimentError(f"out={out} is a file; give a folder for the results")
+    for name, folder in (("out", out), ("cache_dir", settings.cache_dir)):
         if folder:
-            _check_writable(flag, Path(folder))
+            _check_writable(name, Path(folder))
     if resume:
         if not config.is_file():
-            raise ExperimentError(f"--resume: {out} holds no experiment (no config.json)")
+            raise ExperimentError(f"resume=True: {out} holds no experiment (no config.json)")
         saved = _flatten(results.read_json(config)["settings"])
         now = _flatten(jsonable(asdict(settings)))
         changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
         if changed:
             raise ExperimentError(
-                f"--resume: settings differ from the saved experiment in {', '.join(changed)}; "
-                "resume with the original settings or choose a new --out"
+                f"resume=True: settings differ from the saved experiment in {', '.join(changed)}; "
+                "resume with the original settings or choose a new out="
             )
     elif out.exists() and any(out.iterdir()):
         raise ExperimentError(
-            f"{out} already exists; choose a new --out, or pass --resume to continue it"
+            f"{out} already exists; choose a new out=, or pass resume=True to continue it"
         )
 
 
-def _check_writable(flag: str, folder: Path) -> None:
+def _check_writable(name: str, folder: Path) -> None:
     """Fail before decoding anything when ``folder`` (made or not yet) cannot be written."""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is None or not existing.is_dir():
-        raise ExperimentError(f"{flag} {folder}: {existing} is not a folder")
+        raise ExperimentError(f"{name}={folder}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ExperimentError(f"{flag} {folder}: {existing} is not writable; choose another folder")
+        raise ExperimentError(f"{name}={folder}: {existing} is not writable; choose another folder")
 
 
 def check_same_data(out: Path, settings, data: ExperimentData, observer: Observer) -> None:

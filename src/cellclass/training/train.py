@@ -97,9 +97,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available on this machine")
+        raise ValueError("device=cuda: no CUDA GPU is available on this machine")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: choose auto, cpu or cuda")
+        raise ValueError(f"device={name!r}: choose auto, cpu or cuda")
     return torch.device(name)
 
 
@@ -214,7 +214,7 @@ def train_run(
         epoch and the last one; fewer points on their curves, the same final results.
     """
     if test_every < 1:
-        raise ValueError(f"--test-every {test_every}: give a whole number of epochs, 1 or more")
+        raise ValueError(f"test_every={test_every}: give a whole number of epochs, 1 or more")
     torch_device = resolve_device(device)
     # the global RNG seeds the weights and draws dropout masks: seeded inside a fork, so the
     # caller's random state is the same after the run as before it
