@@ -8,10 +8,12 @@ import tifffile
 from PIL import Image
 
 from cellclass.synthetic.folders import (
+    DEMO_SESSIONS,
     MAX_VALUE,
     PHENOTYPES,
     DemoData,
     DemoDataset,
+    Session,
     make_field,
     render_field,  # to check tiles against the wide field they come from
     write_class_folders,
@@ -208,3 +210,52 @@ def test_write_demo_accepts_an_empty_folder_and_refuses_a_full_one(tmp_path):
     write_demo(tmp_path, n_train=1, n_test=1, size=16)  # tmp_path exists and is empty
     with pytest.raises(FileExistsError, match="not an empty folder"):
         write_demo(tmp_path, n_train=1, n_test=1, size=16)
+
+
+def test_a_session_scales_exposure_and_adds_background_to_the_same_field():
+    control = PHENOTYPES["Control"]
+    plain = render_field((48, 48), control, 1.0, np.random.default_rng(7))
+    default = render_field((48, 48), control, 1.0, np.random.default_rng(7), session=Session())
+    np.testing.assert_array_equal(plain, default)  # Session() is the default look
+    dim, bright = (
+        render_field((48, 48), control, 1.0, np.random.default_rng(7), session=Session(e, 0.0))
+        for e in (0.5, 1.5)
+    )
+    ratio = (bright.astype(float) - OFFSET).mean() / (dim.astype(float) - OFFSET).mean()
+    assert 2.7 < ratio < 3.3  # the same cells, three times the light
+    hazy = render_field(
+        (48, 48), control, 1.0, np.random.default_rng(7), session=Session(0.5, 0.0, 200.0)
+    )
+    assert (hazy.astype(float) - dim).mean() > 50  # extra background, all over the field
+
+
+def test_a_tuple_of_sessions_picks_one_per_source_without_changing_the_cells(tmp_path):
+    dim, bright = Session(0.5, 0.0), Session(2.0, 0.0)
+    paths = write_class_folders(
+        tmp_path, {"Control": 12}, size=32, seed=2, sessions={"Control": (dim, bright)}
+    )
+    alone = write_class_folders(
+        tmp_path / "dim", {"Control": 12}, size=32, seed=2, sessions={"Control": dim}
+    )
+    levels = [(_read(p).astype(float) - OFFSET).mean() for p in paths]
+    dims = [(_read(p).astype(float) - OFFSET).mean() for p in alone]
+    ratios = np.array(levels) / np.array(dims)  # 1 where the field was imaged dim, 4 where bright
+    assert np.all(np.isclose(ratios, 1.0, atol=0.1) | np.isclose(ratios, 4.0, rtol=0.1))
+    assert 0 < np.isclose(ratios, 4.0, rtol=0.1).sum() < len(paths)  # both sessions used
+
+
+def test_the_demos_hard_training_classes_differ_by_session_and_its_test_does_not(tmp_path):
+    demo = write_demo(tmp_path / "demo", n_train=12, n_test=12, size=32, seed=3)
+    assert set(DEMO_SESSIONS) == {"snf7"}  # the easy dataset has no confound
+
+    def mean_level(folder: Path, name: str) -> float:
+        return float(np.mean([_read(p).mean() - OFFSET for p in (folder / name).iterdir()]))
+
+    hard = demo.datasets["snf7"]
+    assert mean_level(hard.train, "Snf7") > 1.6 * mean_level(hard.train, "Control")
+    test_ratio = mean_level(hard.test, "Snf7") / mean_level(hard.test, "Control")
+    assert 0.6 < test_ratio < 1.6  # both classes come from both sessions
+    easy = demo.datasets["snap29"]
+    easy_ratio = mean_level(easy.train, "Snap29") / mean_level(easy.train, "Control")
+    assert 0.6 < easy_ratio < 1.6
+    assert "confound" in (demo.root / "README.txt").read_text()

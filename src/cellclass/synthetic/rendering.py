@@ -23,6 +23,20 @@ class Phenotype:
 
 
 @dataclass(frozen=True)
+class Session:
+    """An imaging session: the exposure and background its fields share.
+
+    Classes imaged in different sessions (another day, dish or medium) differ for a reason
+    that has nothing to do with biology: a batch effect, or confound, which a network fed raw
+    intensities can learn instead of the phenotype.
+    """
+
+    exposure: float = 1.0  # the session's exposure, relative to the default look
+    spread: float | None = None  # log-sd of the exposure between its fields; None: the default
+    background: float = 0.0  # extra autofluorescence (medium, dish) everywhere, photoelectrons
+
+
+@dataclass(frozen=True)
 class _Look:
     """What every field looks like, whatever the phenotype (light in photoelectrons)."""
 
@@ -249,15 +263,25 @@ def _illumination(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarra
 
 
 def render_field(
-    shape: tuple[int, int], phenotype: Phenotype, strength: float, rng: np.random.Generator
+    shape: tuple[int, int],
+    phenotype: Phenotype,
+    strength: float,
+    rng: np.random.Generator,
+    *,
+    session: Session | None = None,
 ) -> np.ndarray:
-    """One field of ``shape`` (H, W) -> (H, W) uint16 with 12-bit values."""
+    """One field of ``shape`` (H, W) -> (H, W) uint16 with 12-bit values.
+
+    ``session``: the imaging session's exposure (`Session`); None: the fields of every class
+    share one broad exposure distribution (``_LOOK.exposure_spread``)."""
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be between 0 and 1, got {strength}")
+    session = session or Session()
     # separate streams: cells, exposure and noise do not depend on the phenotype's draws
     cell_rng, spot_rng, camera_rng = map(np.random.default_rng, rng.integers(0, 2**63, 3))
-    light = _light(shape, phenotype, strength, [cell_rng, spot_rng])
-    exposure = np.clip(camera_rng.lognormal(0, _LOOK.exposure_spread), 0.35, 2.5)
+    light = _light(shape, phenotype, strength, [cell_rng, spot_rng]) + session.background
+    spread = _LOOK.exposure_spread if session.spread is None else session.spread
+    exposure = session.exposure * np.clip(camera_rng.lognormal(0, spread), 0.35, 2.5)
     light *= _illumination(shape, camera_rng) * exposure
     counts = _LOOK.camera_offset + _LOOK.adu_per_electron * camera_rng.poisson(light)
     counts += camera_rng.normal(0, _LOOK.read_noise, shape)
