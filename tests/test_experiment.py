@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from cellclass import results
+from cellclass.checks import find_warnings
 from cellclass.data.preprocessing import BadImagesError
 from cellclass.progress import Observer
 from cellclass.summary import summary_table
@@ -265,3 +266,33 @@ def test_seconds_count_once_per_run_in_runs_csv(tmp_path, class_tree, monkeypatc
     assert results.run_seconds(rows) == pytest.approx(measured)
     old = [{**row, "seconds": measured[("reference", row["run"], row["control"])]} for row in rows]
     assert results.run_seconds(old) == pytest.approx(measured)  # tables that repeated it
+
+
+def test_a_brightness_confound_in_the_training_folder_is_warned_and_reaches_the_report(
+    tmp_path,
+):
+    """Control imaged dim, Treated bright (as when classes are imaged on different days)."""
+    rng = np.random.default_rng(4)
+    root = tmp_path / "confounded"
+    for name, level in (("Control", 40), ("Treated", 120)):
+        for i in range(8):
+            image = np.clip(rng.normal(level, 8, (32, 32)), 0, 255).astype(np.uint8)
+            write_png(root / name / f"{name}_{i}.png", image)
+    messages = []
+
+    class Recorder(Observer):
+        def message(self, text):
+            messages.append(text)
+
+    out = run_experiment(_settings(tmp_path, root, runs=1), observer=Recorder())
+    config = results.read_json(out / "config.json")
+    assert len(config["confounds"]) == 1
+    assert "Control" in config["confounds"][0] and "Treated" in config["confounds"][0]
+    assert any("brightness confound" in m and "training folder" in m for m in messages)
+    titles = [w.title for w in find_warnings([], [], config)]
+    assert any(t.startswith("Possible confound") for t in titles)
+
+
+def test_alike_training_classes_raise_no_confound(tmp_path, class_tree):
+    out = run_experiment(_settings(tmp_path, class_tree, runs=1))
+    assert results.read_json(out / "config.json")["confounds"] == []

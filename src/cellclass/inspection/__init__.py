@@ -4,10 +4,12 @@ leakage between folders and the printed report (`dataset`).
 """
 
 from cellclass.inspection.dataset import (
+    CONFOUND_EFFECT,
     ClassSummary,
     FolderReport,
     InspectionReport,
     InspectSettings,
+    brightness_confounds,
     find_leakage,
     format_report,
     inspect_dataset,
@@ -25,6 +27,7 @@ from cellclass.inspection.scan import (
 )
 
 __all__ = [
+    "CONFOUND_EFFECT",
     "ClassSummary",
     "DuplicatePair",
     "FolderReport",
@@ -35,6 +38,7 @@ __all__ = [
     "MIN_SIMILARITY",
     "ScanResult",
     "TRANSFORMS",
+    "brightness_confounds",
     "find_leakage",
     "format_report",
     "inspect_dataset",

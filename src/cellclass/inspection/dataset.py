@@ -37,10 +37,12 @@ from cellclass.inspection.scan import (
 )
 
 __all__ = [
+    "CONFOUND_EFFECT",
     "ClassSummary",
     "FolderReport",
     "InspectSettings",
     "InspectionReport",
+    "brightness_confounds",
     "find_leakage",
     "format_report",
     "inspect_dataset",
@@ -58,6 +60,9 @@ _DESCRIPTORS = {
 }
 
 
+CONFOUND_EFFECT = 1.0  # classes whose mean brightness differs by more pooled SDs are flagged
+
+
 @dataclass(frozen=True)
 class InspectSettings:
     """What `inspect_dataset` and `find_leakage` check and how strictly."""
@@ -67,8 +72,8 @@ class InspectSettings:
     max_distance: int = 64  # near-duplicate candidate: at most this many of 255 hash bits differ
     min_similarity: float = MIN_SIMILARITY  # near-duplicate: a candidate whose aligned pixels
     # correlate at least this much (-1: the hash alone decides)
-    confound_effect: float = 1.0  # flag classes whose mean brightness differs by more than this
-    # many pooled between-image SDs (a standardized difference: a model can use it alone)
+    confound_effect: float = CONFOUND_EFFECT  # flag classes whose mean brightness differs by
+    # more than this many pooled between-image SDs (a model can use that difference alone)
 
 
 @dataclass(frozen=True)
@@ -263,17 +268,30 @@ def _class_summary(scan: ScanResult, label: int, name: str) -> ClassSummary:
 
 def _brightness_warnings(classes: tuple[ClassSummary, ...], effect: float) -> list[str]:
     """Class pairs whose mean brightness differs by more than `effect` pooled SDs."""
+    return brightness_confounds([(c.name, c.mean, c.sd) for c in classes], effect)
+
+
+def brightness_confounds(
+    classes: Sequence[tuple[str, float, float]], effect: float = CONFOUND_EFFECT
+) -> list[str]:
+    """One line per pair of classes whose images differ in mean brightness by more than
+    ``effect`` pooled between-image SDs: a model can tell them apart by brightness alone.
+
+    ``classes``: (name, mean over images of the image's mean pixel value, SD of that mean
+    between images) per class.
+    """
     warnings = []
-    for i, a in enumerate(classes):
-        for b in classes[i + 1 :]:
-            pooled = np.sqrt((a.sd**2 + b.sd**2) / 2)
-            gap = abs(a.mean - b.mean)
+    for i, (name_a, mean_a, sd_a) in enumerate(classes):
+        for name_b, mean_b, sd_b in classes[i + 1 :]:
+            pooled = np.sqrt((sd_a**2 + sd_b**2) / 2)
+            gap = abs(mean_a - mean_b)
             size = gap / pooled if pooled > 0 else (np.inf if gap > 0 else 0.0)
             if size > effect:
                 warnings.append(
-                    f"possible brightness confound: mean intensity {a.name} {a.mean:.4g} vs "
-                    f"{b.name} {b.mean:.4g} ({size:.1f} SDs apart); a model can tell these classes "
-                    "apart by brightness alone - check exposure, or train with --normalize image"
+                    f"possible brightness confound: mean intensity {name_a} {mean_a:.4g} vs "
+                    f"{name_b} {mean_b:.4g} ({size:.1f} SDs apart); a model can tell these "
+                    "classes apart by brightness alone - check that both were imaged alike "
+                    "(exposure, session), or use a model that standardises each image"
                 )
     return warnings
 

@@ -23,7 +23,7 @@ from cellclass.data.cache import sample_pixels
 from cellclass.data.datasets import Dataset, dataset_info, fingerprint_changes, load_dataset
 from cellclass.data.normalization import Normalization, fit_normalization
 from cellclass.data.preprocessing import Preprocessing, preprocessing_to_dict
-from cellclass.inspection.dataset import find_leakage, leakage_message
+from cellclass.inspection.dataset import brightness_confounds, find_leakage, leakage_message
 from cellclass.models.baselines import BaselineSettings
 from cellclass.progress import Observer
 from cellclass.training.baseline_runs import run_baseline_jobs
@@ -112,6 +112,26 @@ def check_leakage(
     if pairs:
         observer.message(f"warning: {leakage_message(pairs)}")
     return [[str(pair.first), str(pair.second)] for pair in pairs]
+
+
+def check_confounds(train: Dataset, observer: Observer) -> list[str]:
+    """Training classes that a model can tell apart by mean brightness alone, one line each.
+
+    Per image, the mean of its decoded pixels (model size, before any scaling); classes are
+    compared as `cellclass.inspection.brightness_confounds` does. Warns through ``observer``.
+    """
+    pixels = train.store.pixels
+    means = np.array([float(np.mean(pixels[i], dtype=np.float64)) for i in range(len(pixels))])
+    classes = []
+    for label, name in enumerate(train.index.class_names):
+        values = means[train.labels == label]
+        if len(values):
+            sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            classes.append((name, float(values.mean()), sd))
+    lines = brightness_confounds(classes)
+    for line in lines:
+        observer.message(f"warning: training folder: {line}")
+    return lines
 
 
 def _check_output(out: Path, settings: ExperimentSettings, resume: bool) -> None:
@@ -211,7 +231,7 @@ def _flatten(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
-def write_config(out: Path, settings, data: ExperimentData, *, leakage=()) -> None:
+def write_config(out: Path, settings, data: ExperimentData, *, leakage=(), confounds=()) -> None:
     train, tests = data.train, data.tests
     prep = data.prep(experiment_modes(settings)[0])
     config = {
@@ -235,6 +255,7 @@ def write_config(out: Path, settings, data: ExperimentData, *, leakage=()) -> No
         "chunking": chunk_setting(),  # CPU forward-pass chunks: they change the sums
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # as it was run
         "leakage": list(leakage),
+        "confounds": list(confounds),  # training classes told apart by brightness alone
     }
     results.write_json(out / results.CONFIG_FILE, config)
 
@@ -264,9 +285,10 @@ def run_experiment(
     if resume:
         check_same_data(out, settings, data, observer)
     leakage = check_leakage(data.train, list(data.tests), settings, observer)
+    confounds = check_confounds(data.train, observer)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
-        write_config(out, settings, data, leakage=leakage)
+        write_config(out, settings, data, leakage=leakage, confounds=confounds)
     jobs = experiment_jobs(settings)
     done, unusable = finished_jobs(out, jobs, settings)
     for line in unusable:
