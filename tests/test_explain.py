@@ -214,7 +214,7 @@ def test_unknown_run_or_test_set_is_a_specific_error(tiny_results):
     run_dir, _ = tiny_results
     with pytest.raises(ValueError, match="no such saved run"):
         explain_run(run_dir, settings=replace(FAST, run=7))
-    with pytest.raises(ValueError, match="no such test set"):
+    with pytest.raises(ValueError, match="test set 'nope': not in .*it has"):
         explain_run(run_dir, settings=replace(FAST, tests=("nope",)))
 
 
@@ -241,7 +241,7 @@ def test_cli_explains_images_named_by_path(tiny_results, tmp_path, capsys):
     ]
     assert not (out / "adversarial.csv").exists()  # --maps-only
     assert main(["explain", str(run_dir), "--test", "nope", "-o", str(out)]) == 2
-    assert "no such test set" in capsys.readouterr().err
+    assert "test set 'nope': not in" in capsys.readouterr().err
 
 
 def test_cli_explain_arguments():

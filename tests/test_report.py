@@ -443,6 +443,9 @@ def test_study_report_states_each_datasets_finding_first(tmp_path):
     }  # fmt: skip
     for run_dir in run_dirs.values():
         report.write_report(run_dir)
+    config = results.read_json(run_dirs["flat"] / "config.json")  # as training records one
+    config["confounds"] = ["possible brightness confound: Control 10 vs Treated 90"]
+    results.write_json(run_dirs["flat"] / "config.json", config)
     findings = {f.dataset: f for f in study_findings(run_dirs)}
     assert findings["easy"].verdict == "learnt" and findings["easy"].chance == 0.75
     assert findings["flat"].verdict == "near chance" and findings["flat"].collapsed == 2
@@ -452,6 +455,9 @@ def test_study_report_states_each_datasets_finding_first(tmp_path):
     assert html.index("The answer") < html.index("<img")  # the answer comes first
     assert "2 of 2 runs never left chance" in html and "chance 75%" in html
     assert 'href="r-easy/report.html"' in html and 'href="r-flat/report.html"' in html
+    # the danger warnings of a dataset stand beside its finding, not only in its full report
+    assert html.count("Possible confound") == 1
+    assert html.index("<h3>flat</h3>") < html.index("Control 10 vs Treated 90")
     assert re.findall(r'<img src="([^"]+)"', html) and all(
         src.startswith("data:image/png;base64,") for src in re.findall(r'<img src="([^"]+)"', html)
     )

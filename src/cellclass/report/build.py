@@ -190,14 +190,9 @@ def _overview_figures(data: Results, out: Path, rng: np.random.Generator) -> lis
                 "run's outliers do not flatten the others.",
             }[metric]
             entries.append(embedded_figure(path, f"Training curves: {metric}", caption))
-    controls = [
-        dict(row, model=f"{row['model']} (shuffled labels)")
-        for row in data.epochs
-        if row["control"]
-    ]
-    if controls:
+    if any(row["control"] for row in data.epochs):  # the figure labels and rings them
         path = figures.training_curves(
-            epochs + controls, out / "curves-control.png", metric="accuracy", rng=rng
+            data.epochs, out / "curves-control.png", metric="accuracy", rng=rng, run_rows=data.runs
         )
         caption = (
             "Runs trained on shuffled labels learn nothing real: how fast their training "
@@ -311,7 +306,7 @@ def _answer(run_dir: Path, data: Results) -> dict:
         name = tests[0]
         folder = data.config["tests"][name].get("path", "TEST_DIR")
         hint = (
-            f"cellclass blind serve {folder} --db scores.sqlite --scorer YOU --run {run_dir}; "
+            f"cellclass blind serve {folder} {run_dir} --db scores.sqlite --scorer YOU; "
             f"then cellclass compare {run_dir} --human scores.sqlite --test {name}"
         )
     return {

@@ -3,7 +3,8 @@
 The 2019 study ran one binary experiment per dataset (Control vs Snap29, Control vs Snf7) and
 read them side by side. `write_study_report` does the same over results folders written by
 `cellclass.training.experiment.run_experiment`: for each dataset and model it states the finding
-in one sentence (learnt, memorised, near chance; collapsed runs named), draws one box plot of
+in one sentence (learnt, memorised, near chance; collapsed runs named) with the full report's
+"danger" warnings beside it (a confound, leakage, memorisation), draws one box plot of
 test accuracy over runs for all datasets, each with its own chance line, embeds each dataset's
 training curves, and links to the dataset's full ``report.html``. The page is self-contained
 (figures as data URIs, CSS inline).
@@ -20,12 +21,11 @@ import jinja2
 import numpy as np
 
 from cellclass._files import atomic_write_text
-from cellclass.checks import chance_levels
+from cellclass.checks import chance_levels, find_warnings
 from cellclass.figures import plots as figures
 from cellclass.report.build import read_results
 from cellclass.report.findings import study_findings
-from cellclass.report.html import percent
-from cellclass.report.sections import embedded_figure
+from cellclass.report.html import embedded_figure, percent
 
 __all__ = ["write_study_report"]
 
@@ -88,11 +88,16 @@ def write_study_report(
         curves = run_dir / "figures" / "curves-accuracy.png"
         relative = os.path.relpath(run_dir / "report.html", out_path.parent)
         caption = "Train near 100 % while the test set stays low means memorisation."
+        data = read_results(run_dir)
+        dangers = [  # what may make the finding not real: confounds, leakage, memorisation
+            w for w in find_warnings(data.runs, data.epochs, data.config) if w.level == "danger"
+        ]
         datasets.append(
             {
                 "name": name,
                 "report": relative,
                 "findings": [f for f in findings if f.dataset == name],
+                "dangers": dangers,
                 "curves": embedded_figure(curves, f"{name}: training curves", caption, str(curves))
                 if curves.is_file()
                 else None,
