@@ -298,3 +298,38 @@ def test_a_brightness_confound_in_the_training_folder_is_warned_and_reaches_the_
 def test_alike_training_classes_raise_no_confound(tmp_path, class_tree):
     out = run_experiment(_settings(tmp_path, class_tree, runs=1))
     assert results.read_json(out / "config.json")["confounds"] == []
+
+
+def test_a_run_interrupted_while_writing_its_rows_never_shows_without_weights(
+    tmp_path, class_tree, monkeypatch
+):
+    """Issue 17, point 9: weights first, rows after, runs.csv last; a run killed in between
+    leaves a checkpoint without rows, which a resume trains again (no duplicate rows)."""
+    settings = _settings(tmp_path, class_tree, runs=2)
+    real_append = results.append_rows
+    seen = []
+
+    def append_rows(path, columns, rows):
+        if path.name == results.RUNS_FILE and rows and rows[0]["run"] == 1:
+            # what a kill at this moment leaves: every run in the tables has its weights
+            for row in results.read_table(path.parent / results.EPOCHS_FILE):
+                assert (path.parent / "models" / f"run-{row['run']:02d}.pt").is_file()
+            seen.append(sorted(p.name for p in (path.parent / "models").iterdir()))
+            raise KeyboardInterrupt
+        return real_append(path, columns, rows)
+
+    monkeypatch.setattr(results, "append_rows", append_rows)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(settings)
+    assert seen == [["run-00.pt", "run-01.pt"]]  # run 1's weights were saved before its rows
+    monkeypatch.setattr(results, "append_rows", real_append)
+    out = tmp_path / "out"
+    assert [r["run"] for r in _table(out / "runs.csv")] == ["0"]
+    run_experiment(settings, resume=True)  # run 1 has weights but no rows: trained again
+    assert [r["run"] for r in _table(out / "runs.csv")] == ["0", "1"]
+    epochs = _table(out / "epochs.csv")
+    assert len(epochs) == len({(r["run"], r["epoch"], r["split"]) for r in epochs})  # no repeats
+    full = run_experiment(replace(settings, out=str(tmp_path / "full")))
+    assert [r["accuracy"] for r in _table(full / "runs.csv")] == [
+        r["accuracy"] for r in _table(out / "runs.csv")
+    ]

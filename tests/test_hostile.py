@@ -396,6 +396,24 @@ def test_the_pixel_limit_can_be_changed(tmp_path: Path, monkeypatch):
     assert read_image(path).shape == read_image(tiff).shape == (32, 32, 1)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP"])
+def test_raising_the_pixel_limit_also_raises_pillows_own_guard(tmp_path: Path, monkeypatch, fmt):
+    """Issue 17, point 12: PNG/JPEG/BMP above Pillow's guard (2 x its MAX_IMAGE_PIXELS, ~179 Mpx
+    by default) could not be read even with the limit raised. Pillow's guard is shrunk here so
+    that a 64 x 64 image stands for a huge one."""
+    from PIL import Image
+
+    path = tmp_path / f"big.{fmt.lower()}"
+    Image.fromarray(np.full((64, 64), 7, np.uint8)).save(path, format=fmt)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # refuses above 2,000 pixels
+    with pytest.raises(ImageReadError, match="more than the limit|more pixels than Pillow"):
+        monkeypatch.setenv(MAX_PIXELS_VARIABLE, "1500")
+        read_image(path)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, str(64 * 64))  # the user raises the limit
+    assert read_image(path).shape == (64, 64, 1)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's own setting is left as it was
+
+
 # ---------------------------------------------------------------- error messages
 @pytest.mark.parametrize(
     ("error", "line"),

@@ -128,7 +128,8 @@ def max_image_pixels() -> int:
     `MAX_IMAGE_PIXELS` (read at every call, so it can be raised for one command).
 
     PNG, JPEG and BMP files are also held to Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``,
-    refused above twice that: about 179 million pixels by default).
+    refused above twice that: about 179 million pixels by default) unless the variable raises
+    the limit above it: then Pillow's guard follows it for cellclass's reads.
     """
     text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
     if not text:
@@ -259,7 +260,24 @@ def _check_page(path: Path, page: int, n_pages: int) -> None:
         )
 
 
+_PILLOW_GUARD_LOCK = threading.Lock()  # Pillow's limit is a module global: change it one at a time
+
+
 def _read_pillow(path: Path, page: int, header: bytes) -> tuple[np.ndarray, int]:
+    """Decode a PNG, JPEG or BMP frame under cellclass's pixel limit (`_pillow_guard`)."""
+    limit = max_image_pixels()
+    pillow = Image.MAX_IMAGE_PIXELS
+    if pillow is None or limit <= 2 * pillow:  # Pillow's own guard is at least as generous
+        return _read_pillow_frame(path, page, header)
+    with _PILLOW_GUARD_LOCK:  # the user raised the limit: Pillow must not refuse below it
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit  # warns above, we refuse
+        try:
+            return _read_pillow_frame(path, page, header)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _read_pillow_frame(path: Path, page: int, header: bytes) -> tuple[np.ndarray, int]:
     """Decode a PNG, JPEG or BMP frame; load() makes a truncated file fail here."""
     if header.startswith(_PNG_MAGIC) and len(header) > 25 and header[24] == 16 and header[25]:
         raise ImageReadError(

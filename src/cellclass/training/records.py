@@ -31,13 +31,18 @@ def checkpoint_for(out: Path, job: Job, settings: ExperimentSettings) -> Path:
 
 
 def finished_jobs(out: Path, jobs: list[Job], settings) -> tuple[list[Job], list[str]]:
-    """The jobs whose run is finished: its checkpoint loads and holds that run (an empty,
-    truncated or foreign file does not count); and one line per checkpoint found unusable,
-    whose run is trained again."""
+    """The jobs whose run is finished: its rows are in runs.csv (written last) and its
+    checkpoint loads and holds that run (an empty, truncated or foreign file does not count);
+    and one line per checkpoint found unusable, whose run is trained again. A checkpoint
+    without rows (interrupted while writing them) is not finished, silently."""
     done, unusable = [], []
+    recorded = {
+        (int(row["run"]), str(row["model"]), int(row.get("control") or 0))
+        for row in results.read_table(out / results.RUNS_FILE)
+    }
     for job in jobs:
         path = checkpoint_for(out, job, settings)
-        if not path.is_file():
+        if not path.is_file() or (job.run, job.recipe.label, int(job.control)) not in recorded:
             continue
         try:
             saved = results.load_checkpoint(path)
@@ -53,7 +58,7 @@ def finished_jobs(out: Path, jobs: list[Job], settings) -> tuple[list[Job], list
 
 
 def write_run(out: Path, job: Job, settings, result: RunResult, data: ExperimentData) -> list[dict]:
-    """Append one finished run to the tables, then save its checkpoint (marks it done)."""
+    """Save one finished run's checkpoint, then append its rows (runs.csv last: marks it done)."""
     train, tests = data.train, data.tests
     prep = data.prep(normalization_mode(settings, job.recipe))
     class_names = train.index.class_names
@@ -71,11 +76,6 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data: Experiment
         run_rows.append(run_row({**key, **about, "seconds": seconds}, test.name, evaluation, probs))
         pred_rows += prediction_rows(job.run, key["model"], test, probs, class_names, job.control)
     epoch_rows = [{**key, **asdict(r), "control": int(job.control)} for r in result.epochs]
-    results.append_rows(out / results.RUNS_FILE, results.RUNS_COLUMNS, run_rows)
-    results.append_rows(out / results.EPOCHS_FILE, results.EPOCHS_COLUMNS, epoch_rows)
-    results.append_rows(
-        out / results.PREDICTIONS_FILE, results.prediction_columns(class_names), pred_rows
-    )
     meta = {
         **key,
         "architecture": getattr(job.recipe, "model", "features"),
@@ -88,7 +88,15 @@ def write_run(out: Path, job: Job, settings, result: RunResult, data: Experiment
         "image_size": settings.image_size,
         "preprocessing": jsonable(preprocessing_to_dict(prep)),
     }
-    results.save_checkpoint(checkpoint_for(out, job, settings), result.model, meta)  # marks it done
+    # Weights first, rows after, runs.csv last: the tables never hold a run without weights,
+    # and a run is done once its runs.csv rows exist (`finished_jobs`); an interruption in
+    # between leaves a checkpoint without rows, and that run is trained again.
+    results.save_checkpoint(checkpoint_for(out, job, settings), result.model, meta)
+    results.append_rows(out / results.EPOCHS_FILE, results.EPOCHS_COLUMNS, epoch_rows)
+    results.append_rows(
+        out / results.PREDICTIONS_FILE, results.prediction_columns(class_names), pred_rows
+    )
+    results.append_rows(out / results.RUNS_FILE, results.RUNS_COLUMNS, run_rows)  # marks it done
     return run_rows
 
 
