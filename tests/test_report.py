@@ -186,7 +186,7 @@ def rich_report(tmp_path_factory):
 
 
 def _data_uris(html: str) -> list[str]:
-    return re.findall(r'<img src="(data:image/png;base64,[A-Za-z0-9+/=]+)"', html)
+    return re.findall(r'<img src="(data:image/(?:png|jpeg);base64,[A-Za-z0-9+/=]+)"', html)
 
 
 # ---------------------------------------------------------------- summary and warnings
@@ -319,6 +319,25 @@ def test_report_embeds_every_figure_and_fetches_nothing(rich_report):
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert "<link" not in html and "<script" not in html
     assert "strong on plate 2" in html and "95 % CI" in html
+
+
+def test_image_grids_are_embedded_as_jpeg_and_plots_as_png(rich_report):
+    """Issue 20: noisy microscopy grids barely compress as PNG (the demo's page was 2.2 MB)."""
+    import base64
+    import io
+
+    html = rich_report.read_text()
+    kinds = {}
+    for kind, encoded, alt in re.findall(
+        r'<img src="data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)" alt="([^"]*)"', html
+    ):
+        kinds.setdefault(alt.split(" (")[0], set()).add(kind)
+        if kind == "jpeg":  # the same picture as the PNG file, at the same size
+            with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
+                assert image.format == "JPEG" and image.size[0] > 300
+    assert kinds["Training images"] == kinds["Predictions"] == {"jpeg"}
+    assert kinds["Most confidently wrong"] == {"jpeg"}
+    assert kinds["Confusion matrix"] == kinds["Training curves: accuracy"] == {"png"}
 
 
 def test_report_for_one_run_without_test_sets(tmp_path, fake_loader):

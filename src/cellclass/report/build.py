@@ -250,7 +250,10 @@ def _preview_figure(data: Results, out: Path, rng, notes: list) -> list[dict]:
         return []
     return [
         embedded_figure(
-            path, "Training images", "After the loading and normalisation the model sees."
+            path,
+            "Training images",
+            "After the loading and normalisation the model sees.",
+            photo=True,
         )
     ]
 
@@ -290,6 +293,7 @@ def _panel_figures(
                         else "softmax confidence (uncalibrated: run `cellclass explain` to fit "
                         "a temperature)."
                     ),
+                    photo=True,
                 )
             )
     return entries
