@@ -81,6 +81,7 @@ class Side:
     accuracies: list[float]  # test accuracy per run, in seed order
     collapsed: list[bool]  # per run: training predictions stayed one class
     seconds: float  # wall time of all runs' training and evaluation
+    train: list[float]  # per run: training accuracy of the last epoch (memorisation shows here)
 
 
 def write_data(root: Path, *, n_train: int, n_test: int, seed: int, fmt: str) -> Path:
@@ -122,11 +123,17 @@ def run_cellclass(args, data: Path, work: Path) -> tuple[Side, str]:
     ]
     runs.sort(key=lambda row: int(row["run"]))
     seconds = results.run_seconds(results.read_table(out / "runs.csv"))
+    last: dict[int, tuple[int, float]] = {}
+    for row in results.read_table(out / "epochs.csv"):
+        if row["split"] == "train" and not row["control"]:
+            if row["epoch"] >= last.get(row["run"], (-1, 0.0))[0]:
+                last[row["run"]] = (row["epoch"], row["accuracy"])
     side = Side(
         "cellclass reference",
         [float(row["accuracy"]) for row in runs],
         [bool(row["collapsed"]) for row in runs],
         sum(v for (_, _, control), v in seconds.items() if not control),  # not decoding
+        [last[int(row["run"])][1] for row in runs],
     )
     return side, describe_normalization(config["preprocessing"]["normalization"])
 
@@ -153,8 +160,9 @@ def study_pixels(folder: Path, args, work: Path, class_names=None):
     return pixels, data.labels, data.index.class_names, top
 
 
-def keras_run(x, y, x_test, y_test, seed: int) -> tuple[float, bool]:
-    """One run of the study's Keras model: test accuracy and whether it collapsed.
+def keras_run(x, y, x_test, y_test, seed: int) -> tuple[float, bool, float]:
+    """One run of the study's Keras model: test accuracy, whether it collapsed, and the
+    training accuracy of its last epoch.
 
     x : (N, S, S, C) float32 in [0, 1]; y : (N,) int64. Likewise the test set.
     """
@@ -166,7 +174,7 @@ def keras_run(x, y, x_test, y_test, seed: int) -> tuple[float, bool]:
     history = model.fit(x, y, batch_size=20, epochs=9, shuffle=True, verbose=0)
     predicted = model.predict(x_test, batch_size=100, verbose=0).argmax(1)  # (N_test,)
     stuck = collapsed(history.history["accuracy"], y)  # the rule runs.csv's column uses
-    return float((predicted == y_test).mean()), stuck
+    return float((predicted == y_test).mean()), stuck, float(history.history["accuracy"][-1])
 
 
 def run_keras(args, data: Path, work: Path) -> tuple[Side, str]:
@@ -176,7 +184,7 @@ def run_keras(args, data: Path, work: Path) -> tuple[Side, str]:
     started = time.perf_counter()
     runs = [keras_run(x, y, x_test, y_test, args.seed + k) for k in range(args.runs)]
     seconds = time.perf_counter() - started
-    side = Side("keras", [a for a, _ in runs], [c for _, c in runs], seconds)
+    side = Side("keras", [r[0] for r in runs], [r[1] for r in runs], seconds, [r[2] for r in runs])
     return side, f"divided by {top:g}"
 
 
@@ -209,7 +217,7 @@ def machine_line() -> str:
 def print_table(sides: list[Side]) -> None:
     print(
         f"{'side':<20}{'K':>3}{'mean':>8}{'sd':>7}{'min':>8}{'max':>8}{'collapsed':>11}"
-        f"{'s/run':>7}  runs"
+        f"{'train':>7}{'s/run':>7}  runs"
     )
     for side in sides:
         acc = side.accuracies
@@ -219,9 +227,12 @@ def print_table(sides: list[Side]) -> None:
         print(
             f"{side.name:<20}{len(acc):>3}{statistics.mean(acc):>8.1%}{sd:>7.1%}"
             f"{min(acc):>8.1%}{max(acc):>8.1%}{sum(side.collapsed):>11}"
-            f"{side.seconds / len(acc):>7.0f}  {runs}"
+            f"{statistics.mean(side.train):>7.1%}{side.seconds / len(acc):>7.0f}  {runs}"
         )
-    print("(* collapsed: training predictions stayed one class)")
+    print(
+        "(* collapsed: training predictions stayed one class; train: mean training accuracy of"
+        " the last epoch, as each side reports it while training)"
+    )
 
 
 def print_verdict(ours: Side, keras: Side) -> None:
