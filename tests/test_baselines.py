@@ -200,7 +200,7 @@ def test_bad_settings_are_refused(change):
 @pytest.mark.slow
 @pytest.mark.parametrize(("phenotype", "least"), [("Snap29", 0.8), ("Snf7", 0.6)])
 def test_demo_phenotypes_are_told_from_control(phenotype, least):
-    from cellclass.synthetic.folders import MAX_VALUE, PHENOTYPES, make_field
+    from cellclass.synthetic import MAX_VALUE, PHENOTYPES, make_field
 
     def fields(name: str, key: int) -> np.ndarray:
         rngs = [np.random.default_rng([key, k]) for k in range(60)]

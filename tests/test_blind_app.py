@@ -378,7 +378,7 @@ def test_open_server_binds_loopback_and_warns_for_other_hosts(tree: Path, tmp_pa
     finally:
         server.server_close()
     assert is_loopback("localhost") and is_loopback("::1") and not is_loopback("example.org")
-    with pytest.raises(ValueError, match="--repeats must be between 0 and 1"):
+    with pytest.raises(ValueError, match="repeats=.*: give a share between 0 and 1"):
         open_server(ServeSettings(str(tree), db, repeats=2.0))
 
 

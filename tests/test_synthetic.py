@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellclass.synthetic.folders import (
+from cellclass.synthetic import (
     DEMO_SESSIONS,
     MAX_VALUE,
     PHENOTYPES,

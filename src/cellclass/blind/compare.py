@@ -98,7 +98,7 @@ def _tested_folder(config: dict, test_name: str, run_dir: Path) -> str:
     tests = config.get("tests", {})
     if test_name not in tests:
         raise ValueError(
-            f"--test {test_name}: {run_dir} has test sets {', '.join(tests) or 'none'}"
+            f"test_name={test_name}: {run_dir} has test sets {', '.join(tests) or 'none'}"
         )
     return str(tests[test_name].get("path", ""))
 
@@ -113,15 +113,15 @@ def _read_config(run_dir: Path) -> dict:
 def _choose_scorer(sessions: list[Session], scorer: str | None, db) -> Session:
     names = [session.scorer for session in sessions]
     if not sessions:
-        raise ValueError(f"--human {db}: no scorer has started yet")
+        raise ValueError(f"db={db}: no scorer has started yet")
     if scorer is None and len(sessions) > 1:
         raise ValueError(
-            f"--human {db} holds several scorers ({', '.join(names)}); pick one with --scorer"
+            f"db={db} holds several scorers ({', '.join(names)}); pick one with scorer="
         )
     if scorer is None:
         return sessions[0]
     if scorer not in names:
-        raise ValueError(f"--scorer {scorer}: not in {db}; scorers there: {', '.join(names)}")
+        raise ValueError(f"scorer={scorer}: not in {db}; scorers there: {', '.join(names)}")
     return sessions[names.index(scorer)]
 
 
@@ -152,12 +152,12 @@ def _network_rows(run_dir: Path, test_name: str, model: str | None) -> tuple[dic
         raise ValueError(f"{run_dir}: predictions.csv has no rows for test set {test_name!r}")
     if model is None and len(models) > 1:
         raise ValueError(
-            f"{run_dir} holds runs of several models ({', '.join(models)}); pick one with --model"
+            f"{run_dir} holds runs of several models ({', '.join(models)}); pick one with model="
         )
     model = model if model is not None else models[0]
     if model not in models:
         raise ValueError(
-            f"--model {model}: no runs of it in {run_dir}; models there: {', '.join(models)}"
+            f"model={model}: no runs of it in {run_dir}; models there: {', '.join(models)}"
         )
     network: dict[str, dict[int, dict]] = {}
     for row in rows:

@@ -70,7 +70,7 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as error:
         listener.close()
         raise ValueError(
-            f"cannot listen on {host}:{port} ({error.strerror or error}); choose another --port"
+            f"cannot listen on {host}:{port} ({error.strerror or error}); choose another port="
         ) from None
     return listener
 
@@ -152,10 +152,10 @@ def open_server(settings: ServeSettings) -> tuple[BaseWSGIServer, list[str]]:
 
 def _check_settings(settings: ServeSettings) -> None:
     if not 0.0 <= settings.repeats <= 1.0:
-        raise ValueError(f"--repeats must be between 0 and 1 (e.g. 0.1), got {settings.repeats}")
+        raise ValueError(f"repeats={settings.repeats}: give a share between 0 and 1 (e.g. 0.1)")
     seed = settings.seed
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
+        raise ValueError(f"seed={seed!r}: give a whole number, 0 or more")
     if settings.scorer is not None:
         check_scorer(settings.scorer)
 

@@ -150,12 +150,12 @@ def open_store(path: str | Path, *, create: bool = True) -> ScoreStore:
             f"{path}: no such scores database (made by `cellclass blind serve`)"
         )
     if not path.parent.is_dir():
-        raise StoreFileError(f"--db {path}: folder {path.parent} does not exist")
+        raise StoreFileError(f"db={path}: folder {path.parent} does not exist")
     try:
         with closing(sqlite3.connect(path, isolation_level=None)) as connection:
             _ensure_schema(connection, path)
     except sqlite3.DatabaseError as error:
-        raise StoreFileError(f"--db {path}: not a cellclass scores database ({error})") from None
+        raise StoreFileError(f"db={path}: not a cellclass scores database ({error})") from None
     return ScoreStore(path)
 
 
@@ -172,7 +172,7 @@ def _ensure_schema(connection: sqlite3.Connection, path: Path) -> None:
     elif version != SCHEMA_VERSION:
         connection.execute("ROLLBACK")
         raise StoreFileError(
-            f"--db {path}: not a cellclass scores database (schema version {version}); "
+            f"db={path}: not a cellclass scores database (schema version {version}); "
             "choose a new file name"
         )
     if connection.in_transaction:

@@ -170,7 +170,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from cellclass.prepare import steps as prepare
+    import cellclass.prepare as prepare
 
     progress = progress_bar(args.prepare_command, args.quiet)
     if args.prepare_command == "tile":

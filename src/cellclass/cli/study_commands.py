@@ -59,7 +59,9 @@ def add_compare_parser(commands) -> None:
     compare = commands.add_parser("compare", help="human vs network on the same test images")
     compare.add_argument("run_dir", metavar="RUN_DIR", help="results folder of `cellclass train`")
     inputs = compare.add_argument_group("what to compare")
-    inputs.add_argument("--human", required=True, metavar="DB", help="SQLite file of `blind serve`")
+    inputs.add_argument(
+        "--human", dest="db", required=True, metavar="DB", help="SQLite file of `blind serve`"
+    )
     inputs.add_argument(
         "--test", dest="test_name", required=True, metavar="NAME", help="test set in RUN_DIR"
     )
@@ -180,7 +182,7 @@ def cmd_compare(args) -> int:
     from cellclass.blind import compare_human, format_comparison, write_comparison
 
     comparison = compare_human(
-        args.run_dir, args.human, args.test_name, scorer=args.scorer, model=args.model,
+        args.run_dir, args.db, args.test_name, scorer=args.scorer, model=args.model,
         seed=args.seed,
     )  # fmt: skip
     path = write_comparison(args.run_dir, comparison)
@@ -191,7 +193,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from cellclass.export.runs import TOLERANCE, PackageSettings, export_run
+    from cellclass.export import TOLERANCE, PackageSettings, export_run
 
     package = PackageSettings(
         name=args.name, description=args.description, authors=tuple(args.authors),

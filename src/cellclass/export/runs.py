@@ -29,7 +29,6 @@ from pathlib import Path
 from cellclass._files import atomic_write_bytes
 from cellclass.export.bioimageio import PackageSettings, package_files, write_package
 from cellclass.export.formats import (
-    TOLERANCE,  # noqa: F401 (cli.study_commands imports it from here)
     Classifier,
     ExportError,
     onnx_bytes,

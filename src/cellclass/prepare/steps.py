@@ -42,7 +42,6 @@ from cellclass.prepare.rotation import (
     FLIPS,
     RotateSettings,
     crop_shape,
-    parse_angles,  # noqa: F401 (cli.data_commands calls prepare.parse_angles)
     rotate_image,
 )
 from cellclass.prepare.tiling import EDGE_POLICIES, TileSettings, cut_tiles

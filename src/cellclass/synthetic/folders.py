@@ -13,8 +13,8 @@ A `Phenotype` changes only the vesicles, by an amount scaled by ``strength`` in 
 
 Each image comes from its own generator keyed by (seed, stream, class, source), so image k is
 the same whatever the number of images written, and images can be made in any order.
-Drawing one field lives in `cellclass.synthetic.rendering`; `Phenotype` and `MAX_VALUE`
-are re-exported here.
+Drawing one field (`Phenotype`, `Session`, `MAX_VALUE`) lives in
+`cellclass.synthetic.rendering`.
 """
 
 import os
@@ -31,14 +31,11 @@ from cellclass.synthetic.rendering import MAX_VALUE, Phenotype, Session, render_
 
 __all__ = [
     "FORMATS",
-    "MAX_VALUE",
     "PHENOTYPES",
     "DEMO_DATASETS",
     "DEMO_SESSIONS",
     "DemoData",
     "DemoDataset",
-    "Phenotype",
-    "Session",
     "make_field",
     "write_class_folders",
     "write_demo",

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+__all__ = ["MAX_VALUE", "Phenotype", "Session", "render_field"]
+
 MAX_VALUE = 4095  # 12-bit camera: largest pixel value
 
 
