@@ -64,6 +64,14 @@ def test_train_evaluate_predict_end_to_end(tmp_path, folders, capsys):
     with open(run / "runs.csv", newline="") as handle:
         datasets = [r["dataset"] for r in csv.DictReader(handle)]
     assert datasets.count("extra") == 2 and datasets.count("heldout") == 2
+    capsys.readouterr()
+    for name in ("extra", "val"):  # evaluated already, or the validation curves' name
+        again = ["--quiet", "evaluate", str(run), "--test", f"{name}={extra}"]
+        assert main([*again, "--cache-dir", str(tmp_path / "cache")]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and f"test set '{name}'" in error
+    with open(run / "runs.csv", newline="") as handle:  # no duplicate rows appended
+        assert [r["dataset"] for r in csv.DictReader(handle)] == datasets
     target = tmp_path / "pred.csv"
     assert (
         main(
