@@ -258,8 +258,8 @@ def test_train_with_explain_adds_the_section_to_the_report(tmp_path, folders):
 
 
 def test_train_flags_default_to_the_library_settings():
-    """Issue 16: the command line keeps its own copy of each default (it imports no torch for
-    --help); this keeps the copies equal to `ExperimentSettings`' and `InspectSettings`'."""
+    """Issue 16: the command line and the library take choices and defaults from
+    `cellclass.choices` (torch-free, so --help loads no torch); nothing may drift apart."""
     from dataclasses import fields
 
     from cellclass.cli import build_parser
@@ -274,6 +274,8 @@ def test_train_flags_default_to_the_library_settings():
     assert {k: given[k] for k in shared} == {k: library[k] for k in shared}
     inspect = build_parser().parse_args(["inspect", "some/folder"])
     assert inspect.max_distance == InspectSettings.max_distance
+    assert inspect.min_similarity == InspectSettings.min_similarity
+    assert inspect.confound_effect == InspectSettings.confound_effect
 
 
 # ------------------------------------------------------------ one vocabulary (issue 20)
@@ -378,3 +380,27 @@ def test_every_command_line_in_the_readme_parses():
 
         assert unknown_flag(build_parser(), argv) is None, argv
         build_parser().parse_args(argv)  # exits 2 on a bad line
+
+
+def test_inspect_passes_min_similarity_to_the_leakage_check(tmp_path, folders, capsys):
+    """Issue 18: the pixel check's threshold is a flag; the library's limit reads as the flag."""
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    from .conftest import write_png
+
+    train, _ = folders
+    assert main(["inspect", str(train), "--min-similarity", "2"]) == 2
+    assert "--min-similarity 2.0: give a correlation from -1 to 1" in capsys.readouterr().err
+    test = tmp_path / "alike"  # each training image blurred: its layout, not its pixels
+    for source in sorted(train.glob("*/*_00[0-3].png")):
+        pixels = ndimage.gaussian_filter(np.asarray(Image.open(source), float), 1.5)
+        write_png(test / source.parent.name / source.name, pixels.astype(np.uint8))
+    base = ["--quiet", "inspect", str(train), "--against", str(test), "-o"]
+    found = {}
+    for name, similarity in (("default", []), ("hash", ["--min-similarity", "-1"])):
+        assert main([*base, str(tmp_path / f"{name}.json"), *similarity]) == 0
+        found[name] = len(json.loads((tmp_path / f"{name}.json").read_text())["leakage"][0])
+    # the hash alone (-1) calls the look-alikes copies; the pixel check does not
+    assert found["hash"] >= 4 and found["default"] == 0

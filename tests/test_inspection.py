@@ -139,6 +139,14 @@ def test_brightness_confound_flagged_only_when_classes_differ(tmp_path):
     assert not inspect_dataset(tmp_path / "confound", settings=loose).folder.warnings
 
 
+def test_a_trivial_brightness_gap_between_images_that_hardly_vary_is_not_a_confound():
+    """1.1 SDs apart, but a 0.8 % difference (seen on make_class_tree's noise images)."""
+    from cellclass.inspection import brightness_confounds
+
+    assert brightness_confounds([("A", 66.77, 0.507), ("B", 67.3, 0.479)]) == []
+    assert len(brightness_confounds([("A", 186.0, 40.0), ("B", 312.2, 75.0)])) == 1  # the demo's
+
+
 def test_find_leakage_takes_scanned_indexes(tmp_path, train):
     test = tmp_path / "test"
     _dataset(test, n=2, seed=4)

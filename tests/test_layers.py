@@ -18,6 +18,7 @@ PACKAGE = Path(cellclass.__file__).parent
 
 LAYERS = {  # shared/DESIGN.md's layers, with finer steps where its packages build on each other
     "progress": 0,
+    "choices": 0,  # choices and defaults shared with the command line (imports nothing)
     "_files": 0,
     "csv_cells": 0,
     "results": 1,

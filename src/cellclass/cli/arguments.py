@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from cellclass import choices
+
 
 def channels(text: str) -> tuple[int, ...]:
     from cellclass.data.images import parse_channels
@@ -45,7 +47,10 @@ def fraction(text: str) -> float:
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("loading images")
     group.add_argument(
-        "--image-size", type=positive(int), default=256, help="model input size (default 256)"
+        "--image-size",
+        type=positive(int),
+        default=choices.IMAGE_SIZE,
+        help=f"model input size (default {choices.IMAGE_SIZE})",
     )
     group.add_argument(
         "--channels",
@@ -53,10 +58,12 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="pick or map channels, 0-based: '1', '0,1,2', '0,0,0' (default: all)",
     )
-    group.add_argument("--page", type=int, default=0, help="page of multi-page TIFFs (default 0)")
+    group.add_argument(
+        "--page", type=int, default=choices.PAGE, help="page of multi-page TIFFs (default 0)"
+    )
     group.add_argument(
         "--normalize",
-        choices=("dataset", "image", "bitdepth"),
+        choices=choices.NORMALIZATION_MODES,
         default=None,
         help="pixel scaling for every recipe (default: each recipe's own; the reference "
         "divides by the bit-depth maximum as the study did, strong uses dataset). "

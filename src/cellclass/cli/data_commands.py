@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cellclass import choices
 from cellclass.cli.arguments import add_data_options, positive
 from cellclass.cli.display import progress_bar
 
@@ -111,16 +112,22 @@ def add_inspect_parser(commands) -> None:
         "--group-by", default=None, metavar="REGEX",
         help="regex on file names giving the source field (when there is no manifest.csv)",
     )  # fmt: skip
-    inputs.add_argument("--page", type=int, default=0, help="page of multi-page TIFFs")
+    inputs.add_argument("--page", type=int, default=choices.PAGE, help="page of multi-page TIFFs")
     limits = inspect.add_argument_group("thresholds and output")
     limits.add_argument(
-        "--max-distance", type=int, default=64, metavar="BITS",
+        "--max-distance", type=int, default=choices.MAX_DISTANCE, metavar="BITS",
         help="near-duplicate candidate: perceptual hashes differ in at most BITS of 255, then "
-        "the pixels are compared (default 64)",
+        f"the pixels are compared (default {choices.MAX_DISTANCE})",
     )  # fmt: skip
     limits.add_argument(
-        "--confound-effect", type=float, default=1.0, metavar="SD",
-        help="flag class brightness differences above SD pooled SDs (default 1)",
+        "--min-similarity", type=float, default=choices.MIN_SIMILARITY, metavar="R",
+        help="near-duplicate: the aligned thumbnails correlate at least R "
+        f"(default {choices.MIN_SIMILARITY}; -1: the hash alone decides)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--confound-effect", type=float, default=choices.CONFOUND_EFFECT, metavar="SD",
+        help="flag class brightness differences above SD pooled SDs "
+        f"(default {choices.CONFOUND_EFFECT:g})",
     )  # fmt: skip
     limits.add_argument(
         "-o", "--out", default=None, metavar="FILE", help="also write the report here, as JSON"
@@ -200,7 +207,7 @@ def cmd_inspect(args) -> int:
 
     settings = InspectSettings(
         group_by=args.group_by, page=args.page, max_distance=args.max_distance,
-        confound_effect=args.confound_effect,
+        confound_effect=args.confound_effect, min_similarity=args.min_similarity,
     )  # fmt: skip
     progress = progress_bar("inspecting", args.quiet)
     report = inspect_dataset(args.dir, against=args.against, settings=settings, progress=progress)

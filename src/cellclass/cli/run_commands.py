@@ -10,6 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
+from cellclass import choices
 from cellclass.cli.arguments import add_data_options, non_negative, positive
 from cellclass.cli.display import ProgressObserver, print_summary
 
@@ -78,7 +79,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--test-every",
         type=positive(int),
-        default=1,
+        default=choices.TEST_EVERY,
         metavar="N",
         help="evaluate test folders after every N-th epoch and the last only (default 1); "
         "the per-epoch test curves get fewer points, final results are the same",
@@ -91,14 +92,20 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help="results folder to create (must not exist, unless --resume)",
     )
     group.add_argument(
-        "--runs", type=positive(int), default=12, help="trainings from scratch (default 12)"
+        "--runs",
+        type=positive(int),
+        default=choices.RUNS,
+        help=f"trainings from scratch (default {choices.RUNS})",
     )
-    group.add_argument("--seed", type=int, default=0, help="seed of run 0; run k uses seed + k")
+    group.add_argument(
+        "--seed", type=int, default=choices.SEED, help="seed of run 0; run k uses seed + k"
+    )
     group.add_argument(
         "--val-split",
         type=float,
-        default=0.2,
-        help="fraction held out for validation, by source group (default 0.2; 0 = none)",
+        default=choices.VAL_SPLIT,
+        help=f"fraction held out for validation, by source group (default {choices.VAL_SPLIT}; "
+        "0 = none)",
     )
     group.add_argument(
         "--train-sample",
@@ -110,7 +117,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--control-runs",
         type=non_negative,
-        default=0,
+        default=choices.CONTROL_RUNS,
         metavar="K",
         help="also train K runs on shuffled labels: the chance distribution (default 0)",
     )
@@ -158,7 +165,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         dest="baselines",
         action="append",
         default=[],
-        choices=("features",),
+        choices=choices.BASELINES,
         help="also fit a classical baseline (intensity, spot and texture features + logistic "
         "regression) on the same splits",
     )
@@ -172,25 +179,26 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
+        choices=choices.DEVICES,
+        default=choices.DEVICES[0],
         help="auto uses CUDA when present",
     )
     model.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="auto: what was measured fastest at equal accuracy (fp32 so far); bf16: autocast",
+        choices=choices.PRECISIONS,
+        default=choices.PRECISIONS[0],
+        help="auto: bf16 autocast where it was measured faster at equal accuracy for the model "
+        "on CPUs like this one (recorded in config.json), else fp32; bf16: always autocast",
     )
     where = parser.add_argument_group("where runs are computed (same numbers everywhere)")
     where.add_argument(
         "--executor",
-        choices=("local", "process", "ray"),
-        default="local",
+        choices=choices.EXECUTORS,
+        default=choices.EXECUTORS[0],
         help="local: one run after another; process: --jobs runs at once; ray: a Ray cluster",
     )
     where.add_argument(
-        "--jobs", type=positive(int), default=1, help="processes for --executor process"
+        "--jobs", type=positive(int), default=choices.JOBS, help="processes for --executor process"
     )
     where.add_argument(
         "--ray-address",
@@ -198,11 +206,16 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         help="Ray cluster to join (default: start a local one)",
     )
-    where.add_argument("--cpus-per-run", type=positive(float), default=1.0, help="Ray CPUs per run")
+    where.add_argument(
+        "--cpus-per-run",
+        type=positive(float),
+        default=choices.CPUS_PER_RUN,
+        help="Ray CPUs per run",
+    )
     where.add_argument(
         "--gpus-per-run",
         type=float,
-        default=0.0,
+        default=choices.GPUS_PER_RUN,
         help="Ray GPU share per run, e.g. 0.25 packs four runs on a GPU",
     )
 

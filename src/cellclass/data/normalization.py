@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-NORMALIZATION_MODES = ("dataset", "image", "bitdepth")
+from cellclass.choices import NORMALIZATION_MODES  # shared with the command line
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cellclass import results
+from cellclass.choices import CONFOUND_EFFECT, MAX_DISTANCE
 from cellclass.data.folders import FolderIndex, scan_folder
 from cellclass.inspection.scan import (
     HASH_FREQUENCIES,
@@ -60,16 +61,13 @@ _DESCRIPTORS = {
 }
 
 
-CONFOUND_EFFECT = 1.0  # classes whose mean brightness differs by more pooled SDs are flagged
-
-
 @dataclass(frozen=True)
 class InspectSettings:
     """What `inspect_dataset` and `find_leakage` check and how strictly."""
 
     group_by: str | None = None  # regex on file names giving the source field (no manifest)
     page: int = 0  # page of multi-page TIFFs to read, as in training
-    max_distance: int = 64  # near-duplicate candidate: at most this many of 255 hash bits differ
+    max_distance: int = MAX_DISTANCE  # near-duplicate candidate: at most this many hash bits differ
     min_similarity: float = MIN_SIMILARITY  # near-duplicate: a candidate whose aligned pixels
     # correlate at least this much (-1: the hash alone decides)
     confound_effect: float = CONFOUND_EFFECT  # flag classes whose mean brightness differs by
@@ -212,7 +210,7 @@ def _check_thresholds(max_distance: int, min_similarity: float) -> None:
         raise ValueError(f"max_distance={max_distance}: give 0 to {n_bits - 1} bits, e.g. 64")
     if not -1 <= min_similarity <= 1:
         raise ValueError(
-            f"min_similarity {min_similarity}: give a correlation from -1 to 1, e.g. "
+            f"min_similarity={min_similarity}: give a correlation from -1 to 1, e.g. "
             f"{MIN_SIMILARITY}"
         )
 
@@ -266,6 +264,9 @@ def _class_summary(scan: ScanResult, label: int, name: str) -> ClassSummary:
     )
 
 
+CONFOUND_MIN_GAP = 0.10  # ... and a gap above this share of the brighter class's mean
+
+
 def _brightness_warnings(classes: tuple[ClassSummary, ...], effect: float) -> list[str]:
     """Class pairs whose mean brightness differs by more than `effect` pooled SDs."""
     return brightness_confounds([(c.name, c.mean, c.sd) for c in classes], effect)
@@ -275,7 +276,9 @@ def brightness_confounds(
     classes: Sequence[tuple[str, float, float]], effect: float = CONFOUND_EFFECT
 ) -> list[str]:
     """One line per pair of classes whose images differ in mean brightness by more than
-    ``effect`` pooled between-image SDs: a model can tell them apart by brightness alone.
+    ``effect`` pooled between-image SDs, and by more than `CONFOUND_MIN_GAP` of the brighter
+    mean (images that hardly vary would otherwise flag a trivial difference): a model can tell
+    them apart by brightness alone.
 
     ``classes``: (name, mean over images of the image's mean pixel value, SD of that mean
     between images) per class.
@@ -286,7 +289,8 @@ def brightness_confounds(
             pooled = np.sqrt((sd_a**2 + sd_b**2) / 2)
             gap = abs(mean_a - mean_b)
             size = gap / pooled if pooled > 0 else (np.inf if gap > 0 else 0.0)
-            if size > effect:
+            relative = gap / max(abs(mean_a), abs(mean_b)) if gap else 0.0
+            if size > effect and relative > CONFOUND_MIN_GAP:
                 warnings.append(
                     f"possible brightness confound: mean intensity {name_a} {mean_a:.4g} vs "
                     f"{name_b} {mean_b:.4g} ({size:.1f} SDs apart); a model can tell these "

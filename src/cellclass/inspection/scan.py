@@ -65,12 +65,12 @@ import numpy as np
 from scipy import ndimage
 from scipy.fft import dctn, irfft2, rfft2
 
+from cellclass.choices import MIN_SIMILARITY  # the threshold measured above
 from cellclass.data.folders import MANIFEST_NAME, FolderIndex
 from cellclass.data.images import ImageReadError, effective_bit_depth, read_image, resize
 
 HASH_SIDE = 64  # thumbnail side the perceptual hash and the pixel check are computed on
 HASH_FREQUENCIES = 16  # DCT frequencies kept per axis: 16 * 16 - 1 = 255 bits
-MIN_SIMILARITY = 0.99  # near-duplicate: aligned thumbnails correlate at least this much
 TRANSFORMS = (
     "as is",
     "flipped",

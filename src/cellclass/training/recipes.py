@@ -69,7 +69,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-from cellclass.data.normalization import NORMALIZATION_MODES
+from cellclass.choices import NORMALIZATION_MODES
 from cellclass.models.cnn import MODELS
 from cellclass.training.augment import AugmentSettings
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
+from cellclass import choices
+from cellclass.choices import EXECUTORS, NORMALIZATION_MODES
 from cellclass.data.images import MAX_PIXELS_VARIABLE, max_image_pixels
-from cellclass.data.normalization import NORMALIZATION_MODES
 from cellclass.models.baselines import BaselineSettings
 from cellclass.training.recipes import REFERENCE, Recipe, check_recipe
 from cellclass.training.train import autocast_dtype, resolve_device
 
-EXECUTORS = ("local", "process", "ray")  # where runs are computed (cellclass.training.executors)
 DEFAULT_NORMALIZATION = "dataset"  # baselines' scaling when the user chose none
 
 
@@ -35,28 +35,28 @@ class ExperimentSettings:
     train_dir: str  # one subfolder per class
     out: str  # results folder; never overwritten (resume continues it)
     tests: tuple[tuple[str, str], ...] = ()  # (name, folder) test sets, evaluated every epoch
-    test_every: int = 1  # ... or after every test_every-th epoch and the last (faster studies)
-    runs: int = 12  # trainings from scratch per recipe; run k is seeded with seed + k
-    seed: int = 0  # seed of run 0
+    test_every: int = choices.TEST_EVERY  # ... or every test_every-th epoch and the last
+    runs: int = choices.RUNS  # trainings from scratch per recipe; run k is seeded with seed + k
+    seed: int = choices.SEED  # seed of run 0
     recipes: tuple[Recipe, ...] = (REFERENCE,)  # what is trained; several: side by side
-    val_split: float = 0.2  # fraction of training images (whole source groups) held out per run
+    val_split: float = choices.VAL_SPLIT  # share of training images (whole groups) held out
     train_sample: int | None = None  # study protocol: each run trains on a fresh draw of N images
-    control_runs: int = 0  # extra runs on shuffled training labels: the chance distribution
+    control_runs: int = choices.CONTROL_RUNS  # extra runs on shuffled labels: chance's spread
     baselines: tuple[str, ...] = ()  # classical baselines trained on the same splits ("features")
     group_by: str | None = None  # regex on file names giving the source field (without manifest)
     strict: bool = False  # refuse to train when test images duplicate training images (leakage)
     skip_bad_images: bool = False  # leave unreadable files out instead of stopping
-    image_size: int = 256  # model input size; images are resized to image_size x image_size
+    image_size: int = choices.IMAGE_SIZE  # images are resized to image_size x image_size
     channels: tuple[int, ...] | None = None  # channels to pick/map; None keeps all
-    page: int = 0  # page of multi-page TIFFs
+    page: int = choices.PAGE  # page of multi-page TIFFs
     normalize: str | None = None  # None: each recipe's own; or "dataset", "image", "bitdepth"
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     executor: str = "local"  # where runs are computed: "local", "process" or "ray"
-    jobs: int = 1  # runs trained at once by the process executor
+    jobs: int = choices.JOBS  # runs trained at once by the process executor
     ray_address: str | None = None  # Ray cluster to join ("auto", "ray://host:10001"); None: local
-    cpus_per_run: float = 1.0  # CPUs reserved per run on Ray
-    gpus_per_run: float = 0.0  # GPU share per run on Ray (0.25 packs four runs on one GPU)
-    precision: str = "auto"  # "auto" (measured best: fp32 so far), "fp32" or "bf16" autocast
+    cpus_per_run: float = choices.CPUS_PER_RUN  # CPUs reserved per run on Ray
+    gpus_per_run: float = choices.GPUS_PER_RUN  # GPU share per run on Ray (0.25: four per GPU)
+    precision: str = "auto"  # "auto" (bf16 where measured faster per model), "fp32", "bf16"
     cache_dir: str | None = None  # decoded-pixel cache; None: the user cache folder
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cellclass.choices import PRECISIONS
 from cellclass.data.cache import PixelStore, read_rows
 from cellclass.data.normalization import Normalization, normalize_batch
 from cellclass.models.cnn import build_model
@@ -116,9 +117,6 @@ def gather_batch(
     high = torch.from_numpy(split.store.high[store_rows]).to(device)
     x = normalize_batch(pixels, norm, low=low, high=high)
     return x.contiguous(memory_format=torch.channels_last)
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 # Architectures whose training under CPU bf16 autocast was measured faster at unchanged accuracy
