@@ -1,0 +1,128 @@
+"""Property tests (hypothesis) where the property is the specification: metrics against the
+field's libraries, grouped splits, the two normalisation paths, and the results tables' round
+trip. Examples are few and small so the suite stays fast on 2 cores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.stats import binomtest
+from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import confusion_matrix as sk_confusion
+
+from cellclass import results
+from cellclass.data.folders import grouped_split
+from cellclass.data.normalization import Normalization, normalize, normalize_batch
+from cellclass.metrics import accuracy, cohen_kappa, confusion_matrix, wilson_interval
+
+FAST = settings(max_examples=40, deadline=None)
+
+
+@st.composite
+def label_pairs(draw, max_classes: int = 4):
+    k = draw(st.integers(2, max_classes))
+    n = draw(st.integers(1, 40))
+    labels = st.lists(st.integers(0, k - 1), min_size=n, max_size=n)
+    return k, np.array(draw(labels)), np.array(draw(labels))
+
+
+@FAST
+@given(label_pairs())
+def test_accuracy_and_confusion_agree_with_sklearn_and_ignore_order(pair):
+    k, truth, predicted = pair
+    counts = confusion_matrix(truth, predicted, k)
+    np.testing.assert_array_equal(counts, sk_confusion(truth, predicted, labels=list(range(k))))
+    assert accuracy(truth, predicted) == pytest.approx(np.trace(counts) / len(truth))
+    order = np.random.default_rng(len(truth)).permutation(len(truth))
+    assert accuracy(truth[order], predicted[order]) == accuracy(truth, predicted)
+
+
+@FAST
+@given(label_pairs())
+def test_cohen_kappa_agrees_with_sklearn(pair):
+    k, a, b = pair
+    ours = cohen_kappa(a, b, k)
+    if len(set(a) | set(b)) == 1:  # chance agreement 1: undefined
+        assert math.isnan(ours)
+        return
+    assert ours == pytest.approx(cohen_kappa_score(a, b, labels=list(range(k))), abs=1e-9)
+
+
+@FAST
+@given(st.integers(1, 500).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
+def test_wilson_interval_is_scipys_and_holds_the_estimate(kn):
+    k, n = kn
+    low, high = wilson_interval(k, n)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+    reference = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert (low, high) == pytest.approx((reference.low, reference.high), abs=1e-9)
+
+
+@st.composite
+def grouped_samples(draw):
+    n_groups = draw(st.integers(4, 20))
+    sizes = draw(st.lists(st.integers(1, 6), min_size=n_groups, max_size=n_groups))
+    classes = draw(st.lists(st.integers(0, 1), min_size=n_groups, max_size=n_groups))
+    groups, labels = [], []
+    for g, (size, label) in enumerate(zip(sizes, classes, strict=True)):
+        groups += [f"field{g}"] * size
+        labels += [label] * size
+    return groups, np.array(labels), draw(st.sampled_from([0.2, 0.3, 0.5]))
+
+
+@FAST
+@given(grouped_samples(), st.integers(0, 2**16))
+def test_grouped_split_keeps_groups_whole_and_every_class_trained(sample, seed):
+    groups, labels, fraction = sample
+    train, held = grouped_split(groups, labels, fraction, rng=np.random.default_rng(seed))
+    assert sorted(np.concatenate([train, held]).tolist()) == list(range(len(groups)))
+    train_groups = {groups[i] for i in train}
+    assert not train_groups & {groups[i] for i in held}  # no field on both sides
+    for label in np.unique(labels):  # a class is never held out entirely
+        assert (labels[train] == label).any()
+
+
+SHAPES = st.tuples(st.integers(1, 3), st.integers(2, 6), st.integers(2, 6), st.just(2))
+
+
+@FAST
+@given(arrays(np.uint16, SHAPES), st.sampled_from(["dataset", "bitdepth"]))
+def test_numpy_and_torch_normalisation_give_the_same_numbers_in_0_1(images, mode):
+    if mode == "bitdepth":
+        norm = Normalization("bitdepth", low=(0.0, 0.0), high=(65535.0, 65535.0))
+    else:
+        low, high = np.percentile(images, [0.5, 99.5], axis=(0, 1, 2))
+        norm = Normalization("dataset", low=tuple(map(float, low)), high=tuple(map(float, high)))
+    ours = normalize(images, norm)
+    batch = normalize_batch(torch.from_numpy(images.astype(np.int32)).permute(0, 3, 1, 2), norm)
+    np.testing.assert_allclose(batch.permute(0, 2, 3, 1).numpy(), ours, atol=1e-6)
+    assert ours.min() >= 0.0 and ours.max() <= 1.0
+
+
+TEXT = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc")), min_size=0, max_size=12
+)  # class and file names from other people's folders: formulas, digits, unicode, empty
+
+
+@FAST
+@given(st.lists(st.tuples(TEXT, TEXT, st.floats(0, 1) | st.just(math.nan)), min_size=1, max_size=8))
+def test_results_tables_read_back_what_was_written(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("table") / "predictions.csv"
+    written = [
+        {"run": k, "true": a, "predicted": b, "confidence": c} for k, (a, b, c) in enumerate(rows)
+    ]
+    results.write_table(path, ["run", "true", "predicted", "confidence"], written)
+    back = results.read_table(path)
+    assert [(r["run"], r["true"], r["predicted"]) for r in back] == [
+        (r["run"], r["true"], r["predicted"]) for r in written
+    ]
+    for r, w in zip(back, written, strict=True):  # numbers keep 6 significant digits
+        assert (math.isnan(r["confidence"]) and math.isnan(w["confidence"])) or r[
+            "confidence"
+        ] == pytest.approx(w["confidence"], rel=1e-5, abs=1e-12)
