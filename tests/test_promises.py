@@ -179,3 +179,37 @@ def test_the_pixel_cache_notices_an_edited_image(tmp_path):
     write_png(path, np.full((16, 16), 200, np.uint8))  # same path, new content
     second = np.array(load_store([path], prep, cache_dir=tmp_path / "cache").pixels)
     assert first.max() == 10 and second.min() == 200
+
+
+def test_test_classes_map_by_name_when_reordered_or_missing(tmp_path, capsys):
+    """README: classes map by name across train and test folders. The test folder holds two
+    of the three training classes (Gamma at position 0 of its own listing if read by
+    position): every prediction row names the folder its image came from, scores run over all
+    three training classes, the learnt classes are predicted, and the missing one is named."""
+    from cellclass.cli import main
+
+    train = make_class_tree(tmp_path / "train", {"Alpha": 20, "Beta": 20, "Gamma": 20})
+    # new images drawn as training's (class i's square in corner i), then only two classes
+    # moved into the test folder, Gamma first
+    make_class_tree(tmp_path / "pool", {"Alpha": 5, "Beta": 5, "Gamma": 5}, seed=8)
+    test = tmp_path / "test"
+    for name in ("Gamma", "Alpha"):  # Beta missing; written Gamma first
+        (test / name).mkdir(parents=True)
+        for source in sorted((tmp_path / "pool" / name).iterdir()):
+            source.rename(test / name / source.name)
+    argv = ["train", str(train), "--test", f"subset={test}", "-o", str(tmp_path / "run")]
+    argv += ["--runs", "1", "--epochs", "10", "--batch-size", "10", "--image-size", "32"]
+    assert main([*argv, "--val-split", "0", "--quiet"]) == 0
+    assert "no 'Beta' folder" in capsys.readouterr().err
+    rows = results.read_table(tmp_path / "run" / "predictions.csv")
+    assert sorted({(r["true"], str(r["path"]).split("/")[-2]) for r in rows}) == [
+        ("Alpha", "Alpha"),
+        ("Gamma", "Gamma"),
+    ]
+    assert {"p_Alpha", "p_Beta", "p_Gamma"} <= set(rows[0])
+    right = [r["predicted"] == r["true"] for r in rows]
+    assert np.mean(right) >= 0.8  # the learnt corners, read by name, not by position
+    for row in rows:
+        probabilities = [row[f"p_{c}"] for c in ("Alpha", "Beta", "Gamma")]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+        assert row["predicted"] == ("Alpha", "Beta", "Gamma")[int(np.argmax(probabilities))]
