@@ -197,7 +197,6 @@ def test_bad_settings_are_refused(change):
     _one_line_error(lambda: image_features(images, replace(SETTINGS, **change)))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("phenotype", "least"), [("Snap29", 0.8), ("Snf7", 0.6)])
 def test_demo_phenotypes_are_told_from_control(phenotype, least):
     from cellclass.synthetic import MAX_VALUE, PHENOTYPES, make_field
