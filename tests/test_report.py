@@ -493,3 +493,24 @@ def test_prediction_panels_show_the_run_of_median_accuracy():
     assert median_run(runs, "m", "t", [0, 1, 2, 3]) == 3  # 0.55: the lower middle of four
     assert median_run(runs, "m", "t", [0, 1, 2]) == 2  # 0.7
     assert median_run(runs, "m", "other", [4, 5]) == 4  # no scores: the first run
+
+
+def test_a_test_set_missing_a_model_class_is_named_with_its_own_chance():
+    """Issue 20: a 3-class model answering a class its test folder lacks looked like a bad
+    model, and chance appeared as both 1/3 and 50 %."""
+    config = {
+        "class_names": ["Control", "Snap29", "Snf7"],
+        "train": {"class_counts": {"Control": 10, "Snap29": 10, "Snf7": 10}},
+        "tests": {
+            "snf7": {"class_counts": {"Control": 30, "Snf7": 10}},
+            "all": {"class_counts": {"Control": 5, "Snap29": 5, "Snf7": 5}},
+        },
+    }
+    predictions = [
+        {"dataset": "snf7", "predicted": p, "control": 0} for p in ["Snap29"] * 3 + ["Control"] * 7
+    ] + [{"dataset": "snf7", "predicted": "Snap29", "control": 1}]  # control runs not counted
+    warnings = report.find_warnings([], [], config, predictions)
+    absent = [w for w in warnings if "has no images of" in w.title]
+    assert [w.title for w in absent] == ["snf7 has no images of Snap29"]
+    assert "3 of 10 answers" in absent[0].detail and "75%" in absent[0].detail
+    assert "1/3" in absent[0].detail

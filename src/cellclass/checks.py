@@ -90,7 +90,9 @@ def _interval(summary: dict, runs: list[dict]) -> tuple[float, float, str]:
 
 
 # ---------------------------------------------------------------- warnings
-def find_warnings(runs: list[dict], epochs: list[dict], config: dict) -> list[ReportWarning]:
+def find_warnings(
+    runs: list[dict], epochs: list[dict], config: dict, predictions: list[dict] = ()
+) -> list[ReportWarning]:
     """Plain-language warnings about whether the results are real, most serious first.
 
     Parameters
@@ -101,6 +103,8 @@ def find_warnings(runs: list[dict], epochs: list[dict], config: dict) -> list[Re
         ``config.json``: uses ``class_names``, ``train.class_counts`` and the optional
         ``leakage`` list of near-duplicate pairs and ``confounds`` list of brightness
         confounds in the training folder.
+    predictions : list of dict, optional
+        Rows of ``predictions.csv``: count the answers naming a class a test set lacks.
 
     Returns
     -------
@@ -116,6 +120,7 @@ def find_warnings(runs: list[dict], epochs: list[dict], config: dict) -> list[Re
         + _collapse_warnings(summary)
         + _spread_warnings(summary)
         + _imbalance_warnings(config)
+        + _absent_class_warnings(config, predictions)
     )
     return sorted(found, key=lambda warning: warning.level != "danger")
 
@@ -286,6 +291,32 @@ def _leakage_warnings(config: dict) -> list[ReportWarning]:
             "network generalises; remove the duplicates or split by source field.",
         )
     ]
+
+
+def _absent_class_warnings(config: dict, predictions) -> list[ReportWarning]:
+    """Test sets lacking some of the model's classes: answers naming those are always wrong,
+    and chance is the folder's majority share, not 1 / the number of classes."""
+    names = list(config.get("class_names") or [])
+    found = []
+    for test, info in (config.get("tests") or {}).items():
+        counts = info.get("class_counts") or {}
+        absent = [name for name in names if not counts.get(name)]
+        if not absent or not counts:
+            continue
+        rows = [r for r in predictions if r.get("dataset") == test and not r.get("control")]
+        wrong = sum(str(r.get("predicted")) in absent for r in rows)
+        answered = f" {wrong} of {len(rows)} answers over all runs named them." if rows else ""
+        chance = max(counts.values()) / sum(counts.values())
+        found.append(
+            ReportWarning(
+                "warning",
+                f"{test} has no images of {', '.join(absent)}",
+                f"The models can answer {len(names)} classes; on {test} every answer naming "
+                f"{' or '.join(absent)} is wrong.{answered} Chance on {test} is its majority "
+                f"class's share, {chance:.0%}, not 1/{len(names)}.",
+            )
+        )
+    return found
 
 
 def _confound_warnings(config: dict) -> list[ReportWarning]:

@@ -549,7 +549,7 @@ def write_report(run_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     context = {
         "name": run_dir.resolve().name,  # "cellclass report ." names the folder
         "config": data.config,
-        "warnings": find_warnings(data.runs, data.epochs, data.config),
+        "warnings": find_warnings(data.runs, data.epochs, data.config, data.predictions),
         "answer": _answer(run_dir, data),
         "summary": summary_rows(data.runs),
         "chance": chance_levels(data.config),
