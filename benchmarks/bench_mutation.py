@@ -31,7 +31,7 @@ CORE = {  # module -> the test files that exercise it
     "training/jobs.py": ["tests/test_experiment.py", "tests/test_promises.py"],
     "training/train.py": ["tests/test_train.py"],
     "predict.py": ["tests/test_promises.py", "tests/test_recipes.py"],
-    "summary.py": ["tests/test_experiment.py", "tests/test_promises.py"],
+    "summary.py": ["tests/test_summary.py", "tests/test_experiment.py", "tests/test_promises.py"],
     "metrics/_scores.py": ["tests/test_metrics.py"],
     "report/findings.py": ["tests/test_report.py"],
 }
