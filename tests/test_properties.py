@@ -18,7 +18,12 @@ from sklearn.metrics import confusion_matrix as sk_confusion
 
 from cellclass import results
 from cellclass.data.folders import grouped_split
-from cellclass.data.normalization import Normalization, normalize, normalize_batch
+from cellclass.data.normalization import (
+    Normalization,
+    image_percentiles,
+    normalize,
+    normalize_batch,
+)
 from cellclass.metrics import accuracy, cohen_kappa, confusion_matrix, wilson_interval
 
 FAST = settings(max_examples=40, deadline=None)
@@ -126,3 +131,116 @@ def test_results_tables_read_back_what_was_written(tmp_path_factory, rows):
         assert (math.isnan(r["confidence"]) and math.isnan(w["confidence"])) or r[
             "confidence"
         ] == pytest.approx(w["confidence"], rel=1e-5, abs=1e-12)
+
+
+@st.composite
+def fields_of_classes(draw):
+    """Fields (groups) of 1-6 images, each field of one class, 1-3 classes."""
+    n_classes = draw(st.integers(1, 3))
+    groups, labels = [], []
+    for field in range(draw(st.integers(2, 24))):
+        label, size = draw(st.integers(0, n_classes - 1)), draw(st.integers(1, 6))
+        groups += [f"field{field}"] * size
+        labels += [label] * size
+    return groups, np.array(labels)
+
+
+@FAST
+@given(fields_of_classes(), st.sampled_from([0.1, 0.2, 0.3, 0.5, 0.8]), st.integers(0, 2**16))
+def test_grouped_split_holds_out_the_fraction_of_each_class_within_one_field(
+    sample, fraction, seed
+):
+    """Per class: the held-out images are within one field (the class's largest) of
+    fraction x the class's images, a class of two or more fields has images on both sides,
+    and the same seed gives the same split."""
+    groups, labels = sample
+    train, held = grouped_split(groups, labels, fraction, rng=np.random.default_rng(seed))
+    again = grouped_split(groups, labels, fraction, rng=np.random.default_rng(seed))
+    assert np.array_equal(train, again[0]) and np.array_equal(held, again[1])
+    sizes = {g: groups.count(g) for g in groups}
+    for label in np.unique(labels):
+        fields = {g for g, y in zip(groups, labels, strict=True) if y == label}
+        largest, n_class = max(sizes[g] for g in fields), int(np.sum(labels == label))
+        n_held = int(np.sum(labels[held] == label))
+        assert fraction * n_class - largest < n_held < fraction * n_class + largest
+        if len(fields) >= 2:
+            assert 0 < n_held < n_class
+        else:
+            assert n_held == 0  # a one-field class stays in training
+
+
+@FAST
+@given(
+    arrays(np.uint16, SHAPES, elements=st.integers(0, 4000)),
+    st.integers(1, 5),
+    st.integers(0, 1000),
+)
+def test_image_normalisation_is_per_image_the_same_in_numpy_and_torch(images, scale, shift):
+    """ "image" mode: each image stretched to its own percentiles, so an image gives the same
+    numbers alone or in a batch, and after a change of exposure (x * scale + shift); the torch
+    path, fed the same percentiles, gives the numpy path's numbers."""
+    norm = Normalization("image")
+    ours = normalize(images, norm)
+    assert ours.dtype == np.float32 and ours.min() >= 0.0 and ours.max() <= 1.0
+    np.testing.assert_allclose(normalize(images[-1], norm), ours[-1], atol=1e-6)
+    brighter = images.astype(np.int64) * scale + shift
+    np.testing.assert_allclose(normalize(brighter, norm), ours, atol=1e-4)
+    low, high = image_percentiles(images)
+    pixels = torch.from_numpy(images.astype(np.int32)).permute(0, 3, 1, 2)
+    batch = normalize_batch(pixels, norm, low=torch.from_numpy(low), high=torch.from_numpy(high))
+    np.testing.assert_allclose(batch.permute(0, 2, 3, 1).numpy(), ours, atol=1e-6)
+
+
+@FAST
+@given(
+    arrays(np.float32, (2, 3, 3, 1), elements=st.floats(-10, 300, width=32)),
+    st.integers(0, 1600).map(lambda eighths: eighths / 8),  # ranges of pixel values
+    st.integers(-400, 2000).map(lambda eighths: eighths / 8),
+)
+def test_a_fixed_range_maps_low_to_0_high_to_1_and_keeps_order(images, low, high):
+    """(x - low) / (high - low) clipped to [0, 1], in both paths; an empty or reversed range
+    (high <= low) becomes low .. low + 1 in both."""
+    norm = Normalization("dataset", low=(low,), high=(high,))
+    ours = normalize(images, norm)
+    top = high if high > low else low + 1
+    expected = np.clip((images.astype(np.float64) - low) / (top - low), 0, 1)
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    order = np.argsort(images.ravel(), kind="stable")
+    assert np.all(np.diff(ours.ravel()[order]) >= 0)  # brighter never maps darker
+    batch = normalize_batch(torch.from_numpy(images).permute(0, 3, 1, 2), norm)
+    np.testing.assert_allclose(batch.permute(0, 2, 3, 1).numpy(), ours, atol=1e-6)
+
+
+NAMES = st.sampled_from(["01", "=1+2", "-5", "'-5", "''", "\r", "\t5", "a\nb", "", "nan", "é→😀"])
+FOLDER_NAMES = NAMES | st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/"), max_size=8
+)  # anything a folder may be called, control characters included
+
+
+@FAST
+@given(
+    st.lists(FOLDER_NAMES, min_size=2, max_size=4, unique=True),
+    st.lists(st.floats(0, 1) | st.just(math.nan), min_size=4, max_size=4),
+)
+def test_predictions_table_reads_back_any_class_names_and_their_columns(
+    tmp_path_factory, class_names, probabilities
+):
+    """predictions.csv's p_<class> columns are named after the class folders: whatever they
+    are called, the header reads back as written and each column keeps its numbers."""
+    path = tmp_path_factory.mktemp("table") / "predictions.csv"
+    columns = ["run", "path", "true", "predicted"] + [f"p_{c}" for c in class_names]
+    rows = []
+    for run, name in enumerate(class_names):
+        cells = {f"p_{c}": p for c, p in zip(class_names, probabilities, strict=False)}
+        rows.append({"run": run, "path": f"{name}/{name}.png", "true": name, "predicted": name})
+        rows[-1].update(cells)
+    results.write_table(path, columns, rows)
+    back = results.read_table(path)
+    assert [list(row) for row in back] == [columns] * len(rows)
+    for row, written in zip(back, rows, strict=True):
+        assert [row[c] for c in columns[:4]] == [written[c] for c in columns[:4]]
+        for column in columns[4:]:
+            value, expected = row[column], written[column]
+            assert (math.isnan(value) and math.isnan(expected)) or value == pytest.approx(
+                expected, rel=1e-5, abs=1e-12
+            )

@@ -151,9 +151,8 @@ def write_table(path: Path, columns: list[str], rows: list[dict]) -> None:
     buffer = io.StringIO()
     plain = csv.writer(buffer, lineterminator="\n")
     quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
-    plain.writerow(columns)
-    for row in rows:
-        cells = [_format(row.get(key, "")) for key in columns]
+    lines = [columns] + [[_format(row.get(key, "")) for key in columns] for row in rows]
+    for cells in lines:  # the header too: a class folder's name may hold a "\r" (p_<class>)
         # Python < 3.13 leaves a "\r" unquoted when lines end in "\n": quote such rows fully
         (quoted if any("\r" in cell for cell in cells) else plain).writerow(cells)
     atomic_write_text(path, buffer.getvalue())
