@@ -25,14 +25,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "cellclass"
 CORE = {  # module -> the test files that exercise it
-    "data/folders.py": ["tests/test_folders.py", "tests/test_promises.py"],
-    "data/normalization.py": ["tests/test_images.py"],
+    "data/folders.py": [
+        "tests/test_folders.py",
+        "tests/test_properties.py",
+        "tests/test_promises.py",
+    ],
+    "data/normalization.py": ["tests/test_images.py", "tests/test_properties.py"],
     "data/cache.py": ["tests/test_cache.py", "tests/test_promises.py"],
     "training/jobs.py": ["tests/test_experiment.py", "tests/test_promises.py"],
     "training/train.py": ["tests/test_train.py"],
     "predict.py": ["tests/test_promises.py", "tests/test_recipes.py"],
     "summary.py": ["tests/test_summary.py", "tests/test_experiment.py", "tests/test_promises.py"],
-    "metrics/_scores.py": ["tests/test_metrics.py"],
+    "metrics/_scores.py": ["tests/test_metrics.py", "tests/test_properties.py"],
     "report/findings.py": ["tests/test_findings.py", "tests/test_report.py"],
 }
 SWAPS = {

@@ -161,3 +161,71 @@ def test_byte_identical_copies_within_a_folder_are_warned_about(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no copies: no warning
         load_dataset("train", root, prep, cache_dir=cache, observer=WarningObserver())
+
+
+def test_class_folders_with_images_and_same_named_subfolders_are_classes(tmp_path):
+    """Plates in sub-folders of the same names under each class (A/plate1, B/plate1) make
+    a nested class tree, not the parent of several trees, when the class folders also hold
+    images of their own: a loose image file, or an OME-Zarr folder (one image)."""
+    root = make_class_tree(tmp_path / "d", {"A": 1, "B": 1})
+    for name in ("A", "B"):
+        write_png(root / name / "plate1" / f"{name}_p.png", np.zeros((8, 8), np.uint8))
+    assert scan_folder(root).class_counts() == {"A": 2, "B": 2}
+    zarr = tmp_path / "z"
+    for name in ("A", "B"):
+        (zarr / name / f"{name}.ome.zarr").mkdir(parents=True)
+        write_png(zarr / name / "plate1" / f"{name}_p.png", np.zeros((8, 8), np.uint8))
+    assert scan_folder(zarr).class_counts() == {"A": 2, "B": 2}
+
+
+def test_the_refusal_of_a_parent_folder_suggests_its_first_tree(tmp_path):
+    for part in ("train", "test-a"):
+        make_class_tree(tmp_path / "data" / part, {"Control": 2, "Treated": 2})
+    with pytest.raises(FolderError) as error:
+        scan_folder(tmp_path / "data")
+    assert str(error.value).endswith(f"pass one of them, e.g. {tmp_path / 'data' / 'test-a'}")
+
+
+def test_the_manifest_is_neither_an_image_nor_a_stray_file(tmp_path):
+    root = make_class_tree(tmp_path / "d", {"A": 2, "B": 2})
+    index = scan_folder(root)
+    lines = ["path,class,source"] + [
+        f"{s.path.relative_to(root).as_posix()},x,one-field" for s in index.samples
+    ]
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    (root / "notes.txt").write_text("a stray file")
+    index = scan_folder(root)
+    assert [p.name for p in index.non_images] == ["notes.txt"]
+    assert set(index.groups) == {"one-field"}
+
+
+def test_a_manifest_without_a_path_column_is_refused(tmp_path):
+    root = make_class_tree(tmp_path / "d", {"A": 2, "B": 2})
+    (root / "manifest.csv").write_text("file,source\nA/A_000.png,f1\n")
+    with pytest.raises(FolderError, match="not a cellclass manifest"):
+        scan_folder(root)
+
+
+def test_group_by_without_a_capture_group_takes_the_whole_match(tmp_path):
+    root = make_class_tree(tmp_path / "d", {"A": 3, "B": 3})
+    index = scan_folder(root, group_by=r"[AB]_00")  # A_000.png, A_001.png ... -> "A_00"
+    assert sorted(set(index.groups)) == ["A_00", "B_00"]
+    index = scan_folder(root, group_by=r"no such text")  # no match: each file its own group
+    assert sorted(set(index.groups)) == sorted(p.name for p in index.paths)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])
+def test_grouped_split_refuses_a_fraction_outside_0_1(fraction):
+    with pytest.raises(ValueError, match=f"between 0 and 1, got {fraction}"):
+        grouped_split(["a", "b"], np.array([0, 1]), fraction, rng=np.random.default_rng(0))
+
+
+def test_an_index_is_a_record_that_cannot_be_changed(tmp_path):
+    """Splits, caches and runs share one FolderIndex: none of them may edit it."""
+    import dataclasses
+
+    index = scan_folder(make_class_tree(tmp_path / "d", {"A": 1, "B": 1}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        index.class_names = ("B", "A")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        index.samples[0].label = 1
