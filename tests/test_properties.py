@@ -244,3 +244,24 @@ def test_predictions_table_reads_back_any_class_names_and_their_columns(
             assert (math.isnan(value) and math.isnan(expected)) or value == pytest.approx(
                 expected, rel=1e-5, abs=1e-12
             )
+
+
+@FAST
+@given(label_pairs(), st.randoms(use_true_random=False))
+def test_confusion_and_kappa_ignore_image_order_rater_order_and_class_names(pair, random):
+    """Shuffling the images changes no count; swapping the raters transposes the confusion
+    matrix and keeps kappa; renaming the classes (the same permutation for both) permutes the
+    matrix's rows and columns and keeps kappa."""
+    k, a, b = pair
+    order = np.array(random.sample(range(len(a)), len(a)))
+    rename = np.array(random.sample(range(k), k))  # class i is called rename[i]
+    counts = confusion_matrix(a, b, k)
+    np.testing.assert_array_equal(confusion_matrix(a[order], b[order], k), counts)
+    np.testing.assert_array_equal(confusion_matrix(b, a, k), counts.T)
+    renamed = np.zeros_like(counts)
+    renamed[np.ix_(rename, rename)] = counts
+    np.testing.assert_array_equal(confusion_matrix(rename[a], rename[b], k), renamed)
+    kappa = cohen_kappa(a, b, k)
+    for other in (cohen_kappa(a[order], b[order], k), cohen_kappa(b, a, k)):
+        assert other == pytest.approx(kappa, abs=1e-12, nan_ok=True)
+    assert cohen_kappa(rename[a], rename[b], k) == pytest.approx(kappa, abs=1e-12, nan_ok=True)
