@@ -11,9 +11,10 @@ from cellclass.report.findings import comparison_sentences, study_findings
 CLASS_COUNTS = {"t1": {"Control": 10, "Treated": 10}, "t2": {"Control": 15, "Treated": 5}}
 
 
-def _write(run_dir, test_accuracies: dict, train_accuracies: dict):
+def _write(run_dir, test_accuracies: dict, train_accuracies: dict, class_counts=CLASS_COUNTS):
     """runs.csv from {(model, test set): [accuracy per run]}; epochs.csv with one final
-    training accuracy per (model, run) from {model: [accuracy per run]}."""
+    training accuracy per (model, run) from {model: [accuracy per run]}; config.json with the
+    test sets' class counts, of two classes unless told otherwise."""
     runs = [
         {"run": run, "model": model, "dataset": test, "accuracy": accuracy, "control": 0}
         for (model, test), accuracies in test_accuracies.items()
@@ -25,8 +26,9 @@ def _write(run_dir, test_accuracies: dict, train_accuracies: dict):
             epochs.append(_epoch(model, run, 2, "train", accuracy))
     results.write_table(run_dir / results.RUNS_FILE, results.RUNS_COLUMNS, runs)
     results.write_table(run_dir / results.EPOCHS_FILE, results.EPOCHS_COLUMNS, epochs)
-    tests = {name: {"class_counts": counts} for name, counts in CLASS_COUNTS.items()}
-    config = {"class_names": ["Control", "Treated"], "tests": tests}
+    tests = {name: {"class_counts": counts} for name, counts in class_counts.items()}
+    names = sorted({name for counts in class_counts.values() for name in counts})
+    config = {"class_names": names, "tests": tests}
     results.write_json(run_dir / results.CONFIG_FILE, config)
     return run_dir
 
@@ -72,6 +74,26 @@ def test_each_verdict_follows_its_rule(tmp_path):
     assert "95.0% on its training images" in memorised.sentence
     with pytest.raises(dataclasses.FrozenInstanceError):
         memorised.verdict = "learnt"  # a finding is a record, not a draft
+
+
+def test_each_margin_belongs_to_the_verdict_it_names(tmp_path):
+    """At exactly 10 points above chance a mean has learnt, at exactly 15 above it is no
+    longer memorisation, at exactly 5 above it is no longer near chance. Ten and twenty
+    classes give chances (10 %, 5 %) at which these differences are exact in floating point."""
+    classes = [f"c{i:02d}" for i in range(20)]
+    counts = {
+        "ten": {name: 2 if i < 10 else 0 for i, name in enumerate(classes)},  # chance 2 / 20
+        "twenty": dict.fromkeys(classes, 1),  # chance 1 / 20
+    }
+    tests = {
+        ("ten-points", "ten"): [0.2, 0.2],
+        ("fifteen-points", "ten"): [0.25, 0.25],
+        ("five-points", "twenty"): [0.1, 0.1],
+    }
+    train = {"ten-points": [0.9], "fifteen-points": [1.0, 1.0], "five-points": [0.9]}
+    found = _findings(_write(tmp_path, tests, train, class_counts=counts))
+    assert [found[key].chance for key in tests] == [0.1, 0.1, 0.05]
+    assert [found[key].verdict for key in tests] == ["learnt", "learnt", "above chance"]
 
 
 def test_training_accuracy_is_the_mean_of_each_real_runs_last_epoch(tmp_path):
