@@ -229,3 +229,19 @@ def test_an_index_is_a_record_that_cannot_be_changed(tmp_path):
         index.class_names = ("B", "A")
     with pytest.raises(dataclasses.FrozenInstanceError):
         index.samples[0].label = 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_split_stops_at_the_fraction_and_skips_a_field_that_would_overshoot(seed):
+    """Ten fields of two images per class, fraction 0.2: exactly two fields (4 images) of
+    each class held out. One field of 10 among ten single images: held out alone (when drawn
+    first) or passed over, so the held-out side stays within 1.5 x the 4 images asked for."""
+    rng = np.random.default_rng(seed)
+    groups = [f"f{i // 2}" for i in range(40)]
+    labels = np.array([0] * 20 + [1] * 20)
+    _, held = grouped_split(groups, labels, 0.2, rng=rng)
+    assert np.bincount(labels[held]).tolist() == [4, 4]
+    groups = ["big"] * 10 + [f"single{i}" for i in range(10)]
+    _, held = grouped_split(groups, np.zeros(20, int), 0.2, rng=rng)
+    held_groups = {groups[i] for i in held}
+    assert held_groups == {"big"} or ("big" not in held_groups and 4 <= len(held) <= 6)
