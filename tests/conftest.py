@@ -77,3 +77,16 @@ def class_tree(tmp_path: Path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+def quadrant_store(n: int, size: int, seed: int = 0):
+    """(PixelStore, labels) of ``n`` random 8-bit images, alternating classes; class 1 has a
+    bright top-left quadrant, learnable in a few epochs."""
+    from cellclass.data.cache import PixelStore
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    pixels = rng.integers(0, 80, (n, size, size, 1)).astype(np.uint8)
+    pixels[labels == 1, : size // 2, : size // 2] += 150
+    low = np.zeros((n, 1), np.float32)
+    return PixelStore(pixels, low, low + 255, 8, tuple(f"{i}.png" for i in range(n))), labels

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from cellclass.data.cache import PixelStore
 from cellclass.data.normalization import Normalization
 from cellclass.training.augment import AugmentSettings
 from cellclass.training.batched import train_runs_batched
 from cellclass.training.recipes import REFERENCE, STRONG
 from cellclass.training.train import Split, train_run
+
+from .conftest import quadrant_store
 
 NORM = Normalization("dataset", low=(0.0,), high=(255.0,))
 SEEDS = (0, 1, 2)
@@ -17,12 +18,7 @@ SEEDS = (0, 1, 2)
 
 def _train_split(n=30, size=16, seed=0) -> Split:
     """Class 1 has a bright top-left quadrant; 30 images: one short last batch of 10."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    pixels = rng.integers(0, 80, (n, size, size, 1)).astype(np.uint8)
-    pixels[labels == 1, : size // 2, : size // 2] += 150
-    low = np.zeros((n, 1), np.float32)
-    store = PixelStore(pixels, low, low + 255, 8, tuple(f"{i}.png" for i in range(n)))
+    store, labels = quadrant_store(n, size, seed)
     return Split("train", store, np.arange(n), labels)
 
 

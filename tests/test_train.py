@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from cellclass.data.cache import PixelStore
 from cellclass.data.normalization import Normalization
 from cellclass.training.recipes import REFERENCE, STRONG
 from cellclass.training.train import (
@@ -17,17 +16,14 @@ from cellclass.training.train import (
     train_run,
 )
 
+from .conftest import quadrant_store
+
 NORM = Normalization("dataset", low=(0.0,), high=(255.0,))
 
 
 def _splits(n=40, size=32, seed=0):
     """Class 1 has a bright top-left quadrant: learnable in a few epochs."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    pixels = rng.integers(0, 80, (n, size, size, 1)).astype(np.uint8)
-    pixels[labels == 1, : size // 2, : size // 2] += 150
-    low = np.zeros((n, 1), np.float32)
-    store = PixelStore(pixels, low, low + 255, 8, tuple(f"{i}.png" for i in range(n)))
+    store, labels = quadrant_store(n, size, seed)
     train = Split("train", store, np.arange(0, 30), labels[:30])
     val = Split("val", store, np.arange(30, n), labels[30:])
     return train, val
