@@ -162,7 +162,7 @@ def test_plain_channels_first_stack_is_channels_and_warns_once_per_folder(tmp_pa
     np.testing.assert_array_equal(image, data.transpose(1, 2, 0))
     assert len(messages) == 1 and "\n" not in messages[0]
     assert str(first) in messages[0] and "3 channels" in messages[0]
-    assert "--channels" in messages[0]  # how to override: pick one channel as the page
+    assert "channels=(K,)" in messages[0]  # how to override: pick one channel as the page
     assert _read_warnings(second)[1] == []  # same folder: said once
     other = tmp_path / "b" / "three.tif"
     other.parent.mkdir()

@@ -261,19 +261,19 @@ def test_config_records_the_command_line_and_the_chunk_budget(tmp_path, monkeypa
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"seed": -1}, "seed -1: use 0 or more"),
-        ({"runs": 0}, "runs 0: use 1 or more"),
-        ({"control_runs": -1}, "control_runs -1: use 0 or more"),
-        ({"image_size": 4}, "image_size 4: use 8 or more"),
-        ({"image_size": 20_000}, "image_size 20000: more pixels than the image limit"),
-        ({"page": -1}, "page -1: use 0 or more"),
-        ({"train_sample": 0}, "train_sample 0: use 1 or more"),
-        ({"channels": (0, -1)}, "channels (0, -1): give 0-based channel indices"),
-        ({"channels": ()}, "channels (): give 0-based channel indices"),
-        ({"cpus_per_run": 0}, "cpus_per_run 0: use more than 0"),
-        ({"gpus_per_run": -0.5}, "gpus_per_run -0.5: use 0 or more"),
-        ({"val_split": float("nan")}, "val_split nan: use 0 <= x < 1"),
-        ({"group_by": "(field"}, "group_by '(field': not a regular expression"),
+        ({"seed": -1}, "seed=-1: use 0 or more"),
+        ({"runs": 0}, "runs=0: use 1 or more"),
+        ({"control_runs": -1}, "control_runs=-1: use 0 or more"),
+        ({"image_size": 4}, "image_size=4: use 8 or more"),
+        ({"image_size": 20_000}, "image_size=20000: more pixels than the image limit"),
+        ({"page": -1}, "page=-1: use 0 or more"),
+        ({"train_sample": 0}, "train_sample=0: use 1 or more"),
+        ({"channels": (0, -1)}, "channels=(0, -1): give 0-based channel indices"),
+        ({"channels": ()}, "channels=(): give 0-based channel indices"),
+        ({"cpus_per_run": 0}, "cpus_per_run=0: use more than 0"),
+        ({"gpus_per_run": -0.5}, "gpus_per_run=-0.5: use 0 or more"),
+        ({"val_split": float("nan")}, "val_split=nan: use 0 <= x < 1"),
+        ({"group_by": "(field"}, "group_by='(field': not a regular expression"),
         ({"recipes": (replace(REFERENCE, epochs=0),)}, "recipe 'reference': epochs and batch_size"),
     ],
 )
@@ -292,7 +292,7 @@ def test_the_command_line_prints_a_bad_setting_in_one_line(tmp_path: Path, capsy
     out, cache = tmp_path / "run", tmp_path / "cache"
     argv = ["--quiet", "train", str(train), "--out", str(out), "--cache-dir", str(cache)]
     assert main([*argv, "--seed", "-1"]) == 2
-    assert _one_error_line(capsys) == "cellclass: error: seed -1: use 0 or more"
+    assert _one_error_line(capsys) == "cellclass: error: --seed -1: use 0 or more"
     assert not out.exists() and not cache.exists()
 
 

@@ -185,7 +185,7 @@ def _closing_lines(settings: ServeSettings, store, port: int, key: str | None) -
         )
     if settings.seed is not None:
         lines.append(
-            f"orders drawn with --seed {settings.seed}: anyone who knows it can compute them"
+            f"orders drawn with seed={settings.seed}: anyone who knows it can compute them"
         )
     lines.append(f"answers are saved to {store.path} as they are given")
     url = f"http://{_url_host(settings.host)}:{port}/"

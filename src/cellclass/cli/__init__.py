@@ -20,6 +20,7 @@ import argparse
 import difflib
 import re
 import sys
+import warnings
 
 from cellclass import __version__
 from cellclass.cli.data_commands import (
@@ -32,7 +33,7 @@ from cellclass.cli.data_commands import (
     cmd_prepare,
     cmd_preview,
 )
-from cellclass.cli.errors import flag_names
+from cellclass.cli.errors import flag_names, for_terminal, speak_as
 from cellclass.cli.run_commands import (
     add_demo_parser,
     add_evaluate_parser,
@@ -131,15 +132,26 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_arguments(parser, sys.argv[1:] if argv is None else argv)
+    command = _subcommands(parser).choices[args.command]
+    speak_as(command)  # library text printed with this command's flags
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept; continue with --resume", file=sys.stderr)
         return 130
     except USER_ERRORS as error:
-        command = _subcommands(parser).choices[args.command]  # library names -> its flags
         print(f"cellclass: error: {flag_names(error_line(error), command)}", file=sys.stderr)
         return 2
+    finally:
+        speak_as(None)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one line, ``warning: ...``, naming flags rather than parameters
+    (no file name and source line: they are the library's, not the user's)."""
+    print(f"warning: {for_terminal(str(message))}", file=file or sys.stderr)
 
 
 def error_line(error: BaseException) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from cellclass import choices
 from cellclass.cli.arguments import add_data_options, positive
 from cellclass.cli.display import progress_bar
+from cellclass.cli.errors import for_terminal
 
 
 def add_preview_parser(commands) -> None:
@@ -193,7 +194,7 @@ def cmd_prepare(args) -> int:
             page=args.page, overwrite=args.overwrite, skip_bad=args.skip_bad_images,
         )  # fmt: skip
         result = prepare.rotate_folder(args.src, args.dst, settings, progress=progress)
-    print(prepare.format_result(result))
+    print(for_terminal(prepare.format_result(result)))
     return 0
 
 
@@ -211,7 +212,7 @@ def cmd_inspect(args) -> int:
     )  # fmt: skip
     progress = progress_bar("inspecting", args.quiet)
     report = inspect_dataset(args.dir, against=args.against, settings=settings, progress=progress)
-    print(format_report(report, max_pairs=args.max_pairs))
+    print(for_terminal(format_report(report, max_pairs=args.max_pairs)))
     if args.out:
         print(f"\nreport written to {write_report_json(report, args.out)}")
     return 0

@@ -7,6 +7,8 @@ import time
 
 from tqdm import tqdm
 
+from cellclass.cli.errors import for_terminal
+
 
 class ProgressObserver:
     """Prints experiment progress with tqdm bars (or plain lines when quiet)."""
@@ -17,7 +19,7 @@ class ProgressObserver:
         self.run_label = ""
 
     def message(self, text: str) -> None:
-        (self.bar.write if self.bar is not None else print)(text, file=sys.stderr)
+        (self.bar.write if self.bar is not None else print)(for_terminal(text), file=sys.stderr)
 
     def decoding(self, name: str, total: int):
         if self.quiet:

@@ -3,7 +3,12 @@ line prints them with its own flags (``--val-split 0.5``, ``pick one with --mode
 
 `flag_names` rewrites ``name=`` wherever ``name`` is the destination of one of the command's
 options, so the mapping follows the parser and needs no list of its own: ``name=True``
-becomes the bare flag, ``with name=False`` becomes ``without --flag``.
+becomes the bare flag, ``with name=False`` becomes ``without --flag``, and a tuple
+``name=(0, 2)`` the comma-separated list that such a flag takes (``--channels 0,2``).
+
+The same holds for what the library says without raising (observer messages, Python warnings,
+the text of `cellclass.prepare.steps.format_result`): `main` names the running command with
+`speak_as`, and the commands print library text through `for_terminal`.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from __future__ import annotations
 import argparse
 import re
 
-__all__ = ["flag_names", "option_flags"]
+__all__ = ["flag_names", "for_terminal", "option_flags", "speak_as"]
 
 PARAMETER = re.compile(
-    r"(?<![\w./'\"-])(?P<negated>with )?(?P<name>[a-z][a-z0-9_]*)=(?P<flag>True|False)?"
+    r"(?<![\w./'\"-])(?P<negated>with )?(?P<name>[a-z][a-z0-9_]*)="
+    r"(?:(?P<flag>True|False)|\((?P<items>[^()]*)\))?"
 )
 _VALUE_ENDS = " ;,)"  # after ``name=`` one of these means no value follows
 
@@ -45,9 +51,25 @@ def flag_names(message: str, parser: argparse.ArgumentParser) -> str:
         if match["flag"] == "False":
             return f"without {flag}"
         prefix = match["negated"] or ""
+        if match["items"] is not None:
+            items = [item.strip() for item in match["items"].split(",") if item.strip()]
+            return f"{prefix}{flag} {','.join(items)}"
         if match["flag"] == "True":
             return f"{prefix}{flag}"
         at_end = match.end() == len(message) or message[match.end()] in _VALUE_ENDS
         return f"{prefix}{flag}" if at_end else f"{prefix}{flag} "
 
     return PARAMETER.sub(swap, message)
+
+
+_speaking: list[argparse.ArgumentParser] = []  # the running command's parser, set by main
+
+
+def speak_as(parser: argparse.ArgumentParser | None) -> None:
+    """Name the running command (None: none), whose flags `for_terminal` writes."""
+    _speaking[:] = [parser] if parser is not None else []
+
+
+def for_terminal(text: str) -> str:
+    """Library ``text`` with the running command's flags for its parameters."""
+    return flag_names(text, _speaking[0]) if _speaking else text

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cellclass.cli.arguments import fraction, non_negative, positive
+from cellclass.cli.errors import for_terminal
 
 
 def add_blind_parser(commands) -> None:
@@ -151,7 +152,7 @@ def _cmd_blind_serve(args) -> int:
         image_size=args.image_size, cache_dir=args.cache_dir, skip_bad=args.skip_bad_images,
     )  # fmt: skip
     server, lines = open_server(settings)
-    print("\n".join(lines), flush=True)
+    print(for_terminal("\n".join(lines)), flush=True)
     try:
         server.serve_forever()  # returns on Ctrl-C: werkzeug catches KeyboardInterrupt
     finally:

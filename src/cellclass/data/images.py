@@ -409,8 +409,8 @@ def _tiff_axes(path: Path, axes: str, shape: tuple) -> str:
     if n <= limit and min(height, width) > limit * n:
         resolved = "CYX"
         choice = (
-            f"{n} channels (channels first); if they are pages, pick one with channels=(K,) "
-            "(--channels K), or save the file with ImageJ/OME axes"
+            f"{n} channels (channels first); if they are pages, pick one with channels=(K,), "
+            "or save the file with ImageJ/OME axes"
         )
     elif width <= limit and min(n, height) > limit * width:
         resolved = "YXC"

@@ -62,7 +62,7 @@ class BadImagesError(ValueError):
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
         super().__init__(
             f"{len(bad)} unreadable image(s): {listed}{more}. "
-            "Fix or remove them, or pass --skip-bad-images to leave them out."
+            "Fix or remove them, or leave them out with skip_bad_images=True."
         )
 
 

@@ -199,8 +199,8 @@ def leakage_message(pairs: Sequence[DuplicatePair]) -> str:
     example = pairs[0]
     return (
         f"test images leak training data ({counts}), e.g. {example.second} vs {example.first} "
-        f"({_pair_detail(example)}); list all with `cellclass inspect TRAIN_DIR "
-        "--against TEST_DIR` and move or remove them"
+        f"({_pair_detail(example)}); list all with inspect_dataset(TRAIN_DIR, "
+        "against=TEST_DIR) and move or remove them"
     )
 
 

@@ -396,12 +396,13 @@ def format_result(result: PrepareResult) -> str:
         rates = [n / max(1, n + result.written[name]) for name, n in result.dropped.items()]
         if max(rates) - min(rates) > _FAIR_DROP_GAP:
             lines.append(
-                "warning: classes lose different shares of tiles, so --min-foreground selects "
-                "them differently (a possible confound); lower it or check the fields"
+                "warning: classes lose different shares of tiles, so the foreground threshold "
+                "(min_foreground=) selects them differently (a possible confound); lower it "
+                "or check the fields"
             )
     if result.no_output:
         lines.append(
-            f"{len(result.no_output)} image(s) gave no file (smaller than a tile: --edge pad "
+            f"{len(result.no_output)} image(s) gave no file (smaller than a tile: edge='pad' "
             f"keeps them; or all background), e.g. {result.no_output[0]}"
         )
     lines += [f"skipped unreadable image {why}" for _, why in result.skipped]

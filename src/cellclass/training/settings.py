@@ -102,38 +102,38 @@ def _real(value, minimum: float, *, above: bool = False) -> bool:
 def _count_problems(settings: ExperimentSettings) -> list[tuple[bool, str]]:
     s = settings
     return [
-        (not _whole(s.seed, 0), f"seed {s.seed!r}: use 0 or more"),
-        (not _whole(s.runs, 1), f"runs {s.runs!r}: use 1 or more"),
-        (not _whole(s.control_runs, 0), f"control_runs {s.control_runs!r}: use 0 or more"),
+        (not _whole(s.seed, 0), f"seed={s.seed!r}: use 0 or more"),
+        (not _whole(s.runs, 1), f"runs={s.runs!r}: use 1 or more"),
+        (not _whole(s.control_runs, 0), f"control_runs={s.control_runs!r}: use 0 or more"),
         (
             not _whole(s.image_size, MIN_IMAGE_SIZE),
-            f"image_size {s.image_size!r}: use {MIN_IMAGE_SIZE} or more (pixels a side)",
+            f"image_size={s.image_size!r}: use {MIN_IMAGE_SIZE} or more (pixels a side)",
         ),
         (
             _whole(s.image_size, MIN_IMAGE_SIZE) and s.image_size**2 > max_image_pixels(),
-            f"image_size {s.image_size!r}: more pixels than the image limit "
+            f"image_size={s.image_size!r}: more pixels than the image limit "
             f"({max_image_pixels():,}, {MAX_PIXELS_VARIABLE})",
         ),
-        (not _whole(s.page, 0), f"page {s.page!r}: use 0 or more (0 is the first page)"),
+        (not _whole(s.page, 0), f"page={s.page!r}: use 0 or more (0 is the first page)"),
         (
             s.train_sample is not None and not _whole(s.train_sample, 1),
-            f"train_sample {s.train_sample!r}: use 1 or more, or None for every image",
+            f"train_sample={s.train_sample!r}: use 1 or more, or None for every image",
         ),
         (
             s.channels is not None
             and (not s.channels or not all(_whole(c, 0) for c in s.channels)),
-            f"channels {s.channels!r}: give 0-based channel indices, e.g. (0,) or (2, 1, 0)",
+            f"channels={s.channels!r}: give 0-based channel indices, e.g. (0,) or (2, 1, 0)",
         ),
-        (not _whole(s.test_every, 1), f"test_every {s.test_every!r}: use 1 or more"),
-        (not _whole(s.jobs, 1), f"jobs {s.jobs!r}: use 1 or more"),
+        (not _whole(s.test_every, 1), f"test_every={s.test_every!r}: use 1 or more"),
+        (not _whole(s.jobs, 1), f"jobs={s.jobs!r}: use 1 or more"),
         (
             not _real(s.cpus_per_run, 0, above=True),
-            f"cpus_per_run {s.cpus_per_run!r}: use more than 0",
+            f"cpus_per_run={s.cpus_per_run!r}: use more than 0",
         ),
-        (not _real(s.gpus_per_run, 0), f"gpus_per_run {s.gpus_per_run!r}: use 0 or more"),
+        (not _real(s.gpus_per_run, 0), f"gpus_per_run={s.gpus_per_run!r}: use 0 or more"),
         (
             not (_real(s.val_split, 0) and s.val_split < 1),
-            f"val_split {s.val_split!r}: use 0 <= x < 1",
+            f"val_split={s.val_split!r}: use 0 <= x < 1",
         ),
     ]
 
@@ -146,13 +146,13 @@ def _choice_problems(settings: ExperimentSettings) -> list[tuple[bool, str]]:
     return [
         (
             any(b != "features" for b in s.baselines),
-            f"baselines {', '.join(s.baselines)}: the available baseline is 'features'",
+            f"baselines={s.baselines!r}: the available baseline is 'features'",
         ),
         (not s.recipes, "recipes: at least one recipe or model is needed"),
         (len(set(labels)) != len(labels), f"two recipes share a name: {', '.join(labels)}"),
         (
             s.normalize not in (None, *NORMALIZATION_MODES),
-            f"normalize {s.normalize!r}: choose one of {', '.join(NORMALIZATION_MODES)}",
+            f"normalize={s.normalize!r}: choose one of {', '.join(NORMALIZATION_MODES)}",
         ),
         (
             any(r.select == "best" for r in s.recipes) and s.val_split == 0,
@@ -160,7 +160,7 @@ def _choice_problems(settings: ExperimentSettings) -> list[tuple[bool, str]]:
         ),
         (
             s.executor not in EXECUTORS,
-            f"executor {s.executor!r}: choose one of {', '.join(EXECUTORS)}",
+            f"executor={s.executor!r}: choose one of {', '.join(EXECUTORS)}",
         ),
         (not all(names), "tests: every test set needs a name"),
         (
@@ -181,7 +181,7 @@ def _regex_problem(pattern: str | None) -> str:
     try:
         re.compile(pattern)
     except (re.error, TypeError) as error:
-        return f"group_by {pattern!r}: not a regular expression ({error})"
+        return f"group_by={pattern!r}: not a regular expression ({error})"
     return ""
 
 
