@@ -166,11 +166,12 @@ def test_control_runs_use_shuffled_labels_and_give_a_p_value(tmp_path):
     )
     out = run_experiment(settings)
     runs = _table(out / "runs.csv")
-    assert [(r["run"], r["control"]) for r in runs] == [("0", "0"), ("0", "1"), ("1", "1")]
+    # control runs are numbered after the real ones: one run number, one run (issue 20)
+    assert [(r["run"], r["control"]) for r in runs] == [("0", "0"), ("1", "1"), ("2", "1")]
     assert len({r["seed"] for r in runs}) == 3
     assert sorted(p.name for p in (out / "models").iterdir()) == [
-        "control-00.pt",
         "control-01.pt",
+        "control-02.pt",
         "run-00.pt",
     ]
     epochs = _table(out / "epochs.csv")
@@ -202,7 +203,7 @@ def test_test_every_is_recorded_and_thins_the_test_rows(tmp_path, class_tree):
     assert sorted({int(r["epoch"]) for r in rows if r["split"] == "t1"}) == [2, 3]
     assert sorted({int(r["epoch"]) for r in rows if r["split"] == "val"}) == [1, 2, 3]
     assert results.read_json(out / "config.json")["settings"]["test_every"] == 2
-    with pytest.raises(ExperimentError, match="test_every 0: use 1 or more"):
+    with pytest.raises(ExperimentError, match="test_every=0: use 1 or more"):
         run_experiment(_settings(tmp_path, class_tree, out=str(tmp_path / "x"), test_every=0))
 
 

@@ -9,7 +9,10 @@
       predictions.csv    run, model, dataset, path, true, predicted, confidence, control, p_<cls>
       models/run-NN.pt   weights + class map + preprocessing (control-NN.pt: shuffled labels)
 
-``control`` is 1 for runs trained on shuffled labels (``--control-runs``), else 0. A run's
+``control`` is 1 for runs trained on shuffled labels (``--control-runs``), else 0; they are
+numbered after the real runs (runs 0-11 real, 12-13 control), so ``run`` and ``model`` name one
+run. (Folders written before 2026-12 numbered control runs from 0: ``control`` tells them
+apart there.) A run's
 ``seconds`` (wall time of training and every evaluation) is on its first runs.csv row only, the
 others leave it empty, so a sum over the table counts each run once (`run_seconds`).
 

@@ -41,27 +41,30 @@ class ExperimentData:
 
 @dataclass(frozen=True)
 class Job:
-    run: int  # run number within its kind (real runs and control runs count separately)
+    run: int  # run number: real runs 0 .. runs - 1 per recipe, control runs after them
     seed: int  # seeds the split, the training-sample draw, the weights and the batch order
     recipe: Recipe | BaselineSettings  # what is trained: a CNN recipe or a feature baseline
     control: bool = False  # trained on shuffled labels: what chance looks like on this data
 
 
 def experiment_jobs(settings: ExperimentSettings) -> list[Job]:
-    """Real runs (seed + k) for every recipe and baseline, then label-shuffled control runs
-    (first recipe)."""
+    """Real runs 0 .. runs - 1 (seed + k) for every recipe and baseline, then label-shuffled
+    control runs of the first recipe, numbered on from there (``runs`` + j, seeded with seed +
+    `CONTROL_SEED_OFFSET` + j), so that a run number names one run of a model."""
     trained = list(settings.recipes) + [BaselineSettings(name=b) for b in settings.baselines]
     jobs = [Job(k, settings.seed + k, r) for k in range(settings.runs) for r in trained]
     offset = settings.seed + CONTROL_SEED_OFFSET
     first = settings.recipes[0]
-    return jobs + [Job(j, offset + j, first, True) for j in range(settings.control_runs)]
+    controls = range(settings.control_runs)
+    return jobs + [Job(settings.runs + j, offset + j, first, True) for j in controls]
 
 
 def job_name(job: Job, settings: ExperimentSettings) -> str:
     """ "run 2/12", "control 1/4", or "run 2/12 strong" when several recipes are compared."""
-    kind, total = ("control", settings.control_runs) if job.control else ("run", settings.runs)
-    several = len(settings.recipes) > 1 and not job.control
-    return f"{kind} {job.run + 1}/{total}" + (f" {job.recipe.label}" if several else "")
+    if job.control:
+        return f"control {job.run - settings.runs + 1}/{settings.control_runs}"
+    several = len(settings.recipes) > 1
+    return f"run {job.run + 1}/{settings.runs}" + (f" {job.recipe.label}" if several else "")
 
 
 def run_splits(
