@@ -219,6 +219,8 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path, capsys):
         "1",
         "--epochs",
         "1",
+        "--strong-epochs",
+        "2",
         "--image-size",
         "32",
         "--quiet",
@@ -232,6 +234,12 @@ def test_demo_end_to_end_on_a_tiny_budget(tmp_path, capsys):
         assert list(config["tests"]) == [name]
         assert (out / "results" / name / "report.html").is_file()
         assert f"{name}: reference reaches" in printed and f"{name}: strong reaches" in printed
+        epochs = (out / "results" / name / "epochs.csv").read_text().splitlines()[1:]
+        last = {}  # model -> its last epoch: --epochs is the reference's, --strong-epochs strong's
+        for line in epochs:
+            row = dict(zip(("run", "model", "epoch"), line.split(",")[:3], strict=True))
+            last[row["model"]] = max(last.get(row["model"], 0), int(row["epoch"]))
+        assert last == {"reference": 1, "strong": 2}
     page = (out / "results" / "report.html").read_text()
     assert "The answer" in page and 'href="snap29/report.html"' in page
     assert main(argv) == 2  # never overwrites an earlier demo

@@ -43,7 +43,12 @@ def add_demo_parser(commands) -> None:
         "--n-train", type=positive(int), help="training images per class (default 150)"
     )
     demo.add_argument("--n-test", type=positive(int), help="test images per class (default 40)")
-    demo.add_argument("--epochs", type=positive(int), help="epochs per run (default 9)")
+    demo.add_argument(
+        "--epochs", type=positive(int), help="epochs of each reference run (default 9, the study's)"
+    )
+    demo.add_argument(
+        "--strong-epochs", type=positive(int), help="epochs of each strong run (default 15)"
+    )
     demo.add_argument("--seed", type=int, help="seed of the data and the runs (default 0)")
     demo.add_argument("--image-size", type=positive(int), help="model input size (default 128)")
     demo.add_argument(
@@ -355,7 +360,7 @@ def cmd_demo(args) -> int:
     from cellclass.demo import REDUCTION_NOTE, DemoSettings
     from cellclass.study import run_demo
 
-    keys = ("n_train", "n_test", "runs", "epochs", "seed", "image_size")
+    keys = ("n_train", "n_test", "runs", "epochs", "strong_epochs", "seed", "image_size")
     given = {key: getattr(args, key) for key in keys}
     given["recipes"] = tuple(args.recipes) if args.recipes else None
     demo = DemoSettings(**{key: value for key, value in given.items() if value is not None})
