@@ -114,3 +114,59 @@ def test_a_cache_that_stays_unreadable_is_a_one_line_error_saying_what_to_delete
         cache.load_store(paths, prep, cache_dir=where)
     assert str(stored) in str(error.value) and "delete that folder" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def _pngs(folder, n, size=16, seed=0):
+    from .conftest import write_png
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:03d}.png"
+        write_png(path, rng.integers(0, 40 + 20 * i, (size, size), dtype=np.uint8))
+        paths.append(path)
+    return paths
+
+
+def test_a_new_store_counts_every_file_and_keeps_each_images_own_percentiles(tmp_path):
+    from cellclass.data.normalization import Normalization, image_percentiles
+    from cellclass.data.preprocessing import Preprocessing
+
+    paths = _pngs(tmp_path / "img", 5)
+    prep = Preprocessing(image_size=16, normalization=Normalization(mode="image"))
+    done = []
+    store = cache.load_store(paths, prep, cache_dir=tmp_path / "c", progress=done.append)
+    assert sum(done) == 5
+    low, high = image_percentiles(np.asarray(store.pixels), prep.normalization.percentiles)
+    np.testing.assert_array_equal(store.low, low)
+    np.testing.assert_array_equal(store.high, high)
+    assert np.all(store.low < store.high)
+
+
+def test_a_folder_image_digest_follows_its_files_names_and_bytes(tmp_path):
+    folder = tmp_path / "image.ome.zarr"
+    (folder / "0").mkdir(parents=True)
+    (folder / "0" / "a").write_bytes(b"123")
+    first = cache.file_digests([folder])[0]
+    (folder / "0" / "a").rename(folder / "0" / "b")  # same bytes, another name
+    assert cache.file_digests([folder])[0] != first
+
+
+@pytest.mark.parametrize(("n", "rows"), [(600, list(range(0, 512, 2))), (5, [0, 1, 2, 3, 4])])
+def test_normalisation_is_fitted_on_at_most_256_evenly_spaced_images(n, rows):
+    pixels = np.arange(n, dtype=np.uint16).reshape(n, 1, 1, 1)
+    store = PixelStore(pixels, np.zeros((n, 1)), np.ones((n, 1)), 16, ())
+    assert cache.sample_pixels(store).ravel().tolist() == rows
+
+
+def test_images_as_the_model_sees_them_refuse_an_unreadable_file(tmp_path):
+    from cellclass.data.preprocessing import BadImagesError, Preprocessing
+
+    paths = _pngs(tmp_path / "img", 2)
+    (tmp_path / "img" / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(BadImagesError, match="bad.png"):
+        cache.load_normalized(
+            [*paths, tmp_path / "img" / "bad.png"],
+            Preprocessing(image_size=16),
+            cache_dir=tmp_path / "c",
+        )
