@@ -6,6 +6,10 @@ constant is mutated once (``<`` -> ``<=``, ``+`` -> ``-``, ``and`` -> ``or``, ``
 the first failure) and the mutant counts as killed when they fail. Prints one line per module
 and the surviving mutants' lines, to read and judge (some are equivalent).
 
+A line marked ``# pragma: no mutate (why)`` is left alone, as mutmut does: tuning constants
+whose every value gives the same results (thread counts, chunk and buffer sizes, when to
+release memory). Their count is printed as ``skipped``; the reason stays on the line.
+
     python benchmarks/bench_mutation.py                           # all core modules
     python benchmarks/bench_mutation.py metrics/_scores.py --max 40
 
@@ -35,12 +39,26 @@ CORE = {  # module -> the test files that exercise it
         "tests/test_properties.py",
         "tests/test_train_flags.py",
     ],
-    "data/cache.py": ["tests/test_cache.py", "tests/test_promises.py"],
-    "training/jobs.py": ["tests/test_experiment.py", "tests/test_promises.py"],
-    "training/experiment.py": ["tests/test_experiment.py", "tests/test_promises.py"],
+    "data/cache.py": ["tests/test_cache.py", "tests/test_promises.py", "tests/test_hostile.py"],
+    "training/jobs.py": [
+        "tests/test_jobs.py",
+        "tests/test_experiment.py",
+        "tests/test_promises.py",
+    ],
+    "training/experiment.py": [
+        "tests/test_jobs.py",
+        "tests/test_experiment.py",
+        "tests/test_promises.py",
+        "tests/test_hostile.py",
+    ],
     "training/train.py": ["tests/test_train.py"],
-    "results.py": ["tests/test_results.py", "tests/test_properties.py", "tests/test_promises.py"],
-    "predict.py": ["tests/test_promises.py", "tests/test_recipes.py"],
+    "results.py": [
+        "tests/test_results.py",
+        "tests/test_properties.py",
+        "tests/test_promises.py",
+        "tests/test_hostile.py",
+    ],
+    "predict.py": ["tests/test_predict.py", "tests/test_promises.py", "tests/test_recipes.py"],
     "summary.py": ["tests/test_summary.py", "tests/test_experiment.py", "tests/test_promises.py"],
     "metrics/_scores.py": ["tests/test_metrics.py", "tests/test_properties.py"],
     "report/findings.py": ["tests/test_findings.py", "tests/test_report.py"],
@@ -53,8 +71,12 @@ SWAPS = {
 }  # fmt: skip
 
 
-def mutation_sites(tree: ast.AST) -> list[tuple[ast.AST, str]]:
-    """(node, kind) of every mutable operator or constant, in source order."""
+NO_MUTATE = "pragma: no mutate"
+
+
+def mutation_sites(tree: ast.AST, lines: list[str] | None = None) -> list[tuple[ast.AST, str]]:
+    """(node, kind) of every mutable operator or constant, in source order; with the source
+    ``lines``, none on a line marked ``# pragma: no mutate``."""
     sites = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and type(node.ops[0]) in SWAPS:
@@ -63,6 +85,8 @@ def mutation_sites(tree: ast.AST) -> list[tuple[ast.AST, str]]:
             sites.append((node, "operator"))
         elif isinstance(node, ast.Constant) and type(node.value) in (bool, int):
             sites.append((node, "constant"))
+    if lines is not None:
+        sites = [site for site in sites if NO_MUTATE not in lines[site[0].lineno - 1]]
     return sorted(sites, key=lambda site: (site[0].lineno, site[0].col_offset))
 
 
@@ -87,11 +111,15 @@ def killed(tests: list[str]) -> bool:
     return done.returncode != 0
 
 
-def score_module(module: str, tests: list[str], limit: int | None) -> tuple[int, int, list[str]]:
+def score_module(
+    module: str, tests: list[str], limit: int | None
+) -> tuple[int, int, int, list[str]]:
+    """(killed, mutants, skipped by pragma, survivors' lines) of one module."""
     path = PACKAGE / module
     original = path.read_text(encoding="utf-8")
     tree = ast.parse(original)
-    sites = mutation_sites(tree)[:limit]
+    skipped = len(mutation_sites(tree)) - len(mutation_sites(tree, original.splitlines()))
+    sites = mutation_sites(tree, original.splitlines())[:limit]
     survivors, n_killed = [], 0
     try:
         for node, kind in sites:
@@ -104,7 +132,7 @@ def score_module(module: str, tests: list[str], limit: int | None) -> tuple[int,
             undo()
     finally:
         path.write_text(original, encoding="utf-8")
-    return n_killed, len(sites), survivors
+    return n_killed, len(sites), skipped, survivors
 
 
 def main() -> None:
@@ -113,13 +141,14 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=None, help="mutants per module at most")
     args = parser.parse_args()
     chosen = {m: CORE.get(m, ["tests"]) for m in args.modules} if args.modules else CORE
-    print(f"{'module':<24}{'killed':>8}{'mutants':>9}{'score':>8}{'seconds':>9}")
+    print(f"{'module':<24}{'killed':>8}{'mutants':>9}{'score':>8}{'skipped':>9}{'seconds':>9}")
     for module, tests in chosen.items():
         started = time.perf_counter()
-        n_killed, total, survivors = score_module(module, tests, args.max)
+        n_killed, total, skipped, survivors = score_module(module, tests, args.max)
         score = n_killed / total if total else float("nan")
         seconds = time.perf_counter() - started
-        print(f"{module:<24}{n_killed:>8}{total:>9}{score:>8.0%}{seconds:>9.0f}", flush=True)
+        row = f"{module:<24}{n_killed:>8}{total:>9}{score:>8.0%}{skipped:>9}{seconds:>9.0f}"
+        print(row, flush=True)
         for line in survivors:  # read each: equivalent, or a missing test?
             print(f"    survived {line}", flush=True)
 

@@ -155,9 +155,10 @@ def file_digests(paths: Sequence[Path], *, workers: int | None = None) -> list[b
 
     What the pixel store is keyed by, and what an experiment's data fingerprint is made of.
     """
-    if len(paths) < 2:
+    if len(paths) < 2:  # pragma: no mutate (tuning: threads only pay from two files)
         return [_file_digest(Path(path)) for path in paths]
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+    threads = workers or min(8, os.cpu_count() or 1)  # pragma: no mutate (tuning: any count)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(_file_digest, map(Path, paths)))
 
 
@@ -221,9 +222,11 @@ def _decode_all(pixels, paths, prep, reference, workers, progress):
         if progress is not None:
             progress(1)
 
-    row_bytes = max(1, pixels[0].nbytes) if len(pixels) else 1
-    chunk = max(64, RELEASE_BYTES // row_bytes)  # rows written between releases of their pages
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    # rows written between releases of their pages, and threads: any values give the same store
+    row_bytes = max(1, pixels[0].nbytes) if len(pixels) else 1  # pragma: no mutate (tuning)
+    chunk = max(64, RELEASE_BYTES // row_bytes)  # pragma: no mutate (tuning: memory only)
+    threads = workers or os.cpu_count() or 1  # pragma: no mutate (tuning: any count)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         for start in range(0, len(paths), chunk):
             list(pool.map(work, range(start, min(start + chunk, len(paths)))))
             pixels.flush()
@@ -231,7 +234,11 @@ def _decode_all(pixels, paths, prep, reference, workers, progress):
     return ok, depths, errors
 
 
-def _percentiles_in_chunks(pixels: np.ndarray, prep: Preprocessing, chunk: int = 256):
+def _percentiles_in_chunks(
+    pixels: np.ndarray,
+    prep: Preprocessing,
+    chunk: int = 256,  # pragma: no mutate (tuning: per-image results, any chunk size)
+):
     percentiles = prep.normalization.percentiles
     parts = []
     for start in range(0, len(pixels), chunk):
@@ -293,7 +300,7 @@ def _open_store(folder: Path, paths: list[Path]) -> PixelStore:
 # Bytes of a memmapped store written (while decoding) or read through the map (stores that
 # `read_rows` cannot pread) before its pages are dropped from this process's resident set.
 # They stay in the OS page cache, so touching them again costs a page fault, not a disk read.
-RELEASE_BYTES = 256 * 2**20
+RELEASE_BYTES = 256 * 2**20  # pragma: no mutate (tuning: memory only)
 _touched: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # mmap -> bytes since release
 
 
@@ -307,11 +314,11 @@ def release_pages(array: np.ndarray, nbytes: int | None = None) -> None:
     handle = getattr(array, "_mmap", None)
     if handle is None or not hasattr(handle, "madvise"):
         return
-    total = _touched.get(handle, 0) + (nbytes or 0)
-    if nbytes is not None and total < RELEASE_BYTES:
+    total = _touched.get(handle, 0) + (nbytes or 0)  # pragma: no mutate (tuning: memory only)
+    if nbytes is not None and total < RELEASE_BYTES:  # pragma: no mutate (tuning: memory only)
         _touched[handle] = total
         return
-    _touched[handle] = 0
+    _touched[handle] = 0  # pragma: no mutate (tuning: memory only)
     try:
         handle.madvise(mmap.MADV_DONTNEED)
     except (OSError, ValueError):  # closed or unsupported: only resident memory is at stake
@@ -336,7 +343,7 @@ def read_rows(store: PixelStore, rows: np.ndarray) -> np.ndarray:
     path, offset = source
     row_bytes = pixels.strides[0]
     out = np.empty((len(rows), *pixels.shape[1:]), dtype=pixels.dtype)
-    with open(path, "rb", buffering=0) as handle:
+    with open(path, "rb", buffering=0) as handle:  # pragma: no mutate (tuning: any buffer)
         for i, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
             view = memoryview(out[i]).cast("B")
             if os.preadv(handle.fileno(), [view], offset + row * row_bytes) != row_bytes:
@@ -353,7 +360,7 @@ def _mapped_file(pixels: np.ndarray) -> tuple[str, int] | None:
     mapped_from = pixels.offset - pixels.offset % mmap.ALLOCATIONGRANULARITY  # file offset
     base = np.frombuffer(handle, dtype=np.uint8)  # the whole mapping
     into = pixels.ctypes.data - base.ctypes.data  # where row 0 lies in the mapping
-    if into < 0 or into + pixels.nbytes > len(base):
+    if into < 0 or into + pixels.nbytes > len(base):  # pragma: no mutate (same pixels either way)
         return None
     return str(filename), int(mapped_from + into)
 
