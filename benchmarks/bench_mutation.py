@@ -36,6 +36,7 @@ CORE = {  # module -> the test files that exercise it
     ],
     "data/normalization.py": [
         "tests/test_images.py",
+        "tests/test_cache.py",
         "tests/test_properties.py",
         "tests/test_train_flags.py",
     ],

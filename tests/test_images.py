@@ -7,6 +7,7 @@ import zlib
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
 
 from cellclass.data import images
@@ -472,3 +473,57 @@ def test_numpy_and_torch_normalisation_give_the_same_numbers(mode):
         high=torch.from_numpy(high),
     ).permute(0, 2, 3, 1)
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+
+
+# ------------------------------------------------ normalisation at its edges (issue 21)
+def test_fitting_needs_pixels_and_takes_one_pixel():
+    from cellclass.data.normalization import fit_normalization
+
+    for bad in (np.zeros((0, 4, 4, 1)), np.zeros((4, 4, 1))):
+        with pytest.raises(ValueError, match="needs \\(N, H, W, C\\) pixels"):
+            fit_normalization("dataset", bad, bit_depth=8)
+    one = fit_normalization("dataset", np.full((1, 1, 1, 1), 7.0), bit_depth=8)
+    assert one.low == (7.0,) and one.high == (8.0,)  # a constant image: a range of one
+
+
+@pytest.mark.parametrize(("bits", "top"), [(1, 1.0), (12, 4095.0), (16, 65535.0), (32, 1.0)])
+def test_bit_depth_ranges_run_from_zero_to_the_largest_value(bits, top):
+    from cellclass.data.normalization import fit_normalization
+
+    norm = fit_normalization("bitdepth", np.zeros((1, 2, 2, 2)), bit_depth=bits)
+    assert norm.low == (0.0, 0.0) and norm.high == (top, top)
+
+
+@pytest.mark.parametrize("bits", [0, 17, 31, 33])
+def test_other_bit_depths_are_refused(bits):
+    from cellclass.data.normalization import fit_normalization
+
+    with pytest.raises(ValueError, match=f"got {bits}"):
+        fit_normalization("bitdepth", np.zeros((1, 2, 2, 1)), bit_depth=bits)
+
+
+def test_dataset_ranges_are_per_channel_percentiles():
+    from cellclass.data.normalization import fit_normalization
+
+    sample = np.stack([np.arange(100.0), 10 * np.arange(100.0)], axis=-1).reshape(1, 10, 10, 2)
+    norm = fit_normalization("dataset", sample, bit_depth=16, percentiles=(10, 90))
+    assert norm.low == pytest.approx((9.9, 99.0)) and norm.high == pytest.approx((89.1, 891.0))
+
+
+def test_given_ranges_are_one_per_image_or_one_for_all():
+    from cellclass.data.normalization import Normalization, normalize, normalize_batch
+
+    images = np.arange(3 * 2 * 2 * 1, dtype=np.float32).reshape(3, 2, 2, 1)
+    norm = Normalization("image")
+    shared = normalize(images, norm, low=np.zeros((1, 1)), high=np.full((1, 1), 11.0))
+    np.testing.assert_allclose(shared, images / 11.0)
+    each = normalize(images, norm, low=images.min((1, 2)), high=images.max((1, 2)))
+    np.testing.assert_allclose(each[:, 0, 0, 0], 0.0)
+    np.testing.assert_allclose(each[:, 1, 1, 0], 1.0)
+    with pytest.raises(ValueError, match="range has shape \\(2, 1\\)"):
+        normalize(images, norm, low=np.zeros((2, 1)), high=np.ones((2, 1)))
+    with pytest.raises(ValueError, match="range has shape"):
+        normalize(images, norm, low=np.zeros((3, 2)), high=np.ones((3, 2)))  # 2 channels
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2)
+    with pytest.raises(ValueError, match="needs per-image low and high"):
+        normalize_batch(pixels, norm, low=torch.zeros(3, 1))
