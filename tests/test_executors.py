@@ -49,7 +49,7 @@ def test_process_pool_gives_the_local_numbers(settings, tmp_path):
 
 
 def test_unknown_executor_is_refused(settings):
-    with pytest.raises(ExperimentError, match="executor .slurm.: choose"):
+    with pytest.raises(ExperimentError, match="executor=.slurm.: choose"):
         run_experiment(replace(settings, executor="slurm"))
 
 
