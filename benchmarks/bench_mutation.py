@@ -52,7 +52,7 @@ CORE = {  # module -> the test files that exercise it
         "tests/test_promises.py",
         "tests/test_hostile.py",
     ],
-    "training/train.py": ["tests/test_train.py"],
+    "training/train.py": ["tests/test_train.py", "tests/test_train_loop.py"],
     "results.py": [
         "tests/test_results.py",
         "tests/test_properties.py",
