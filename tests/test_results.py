@@ -106,3 +106,18 @@ def test_the_machine_is_named_even_where_the_processor_is_not(monkeypatch):
     monkeypatch.setattr(platform, "processor", lambda: "AMD EPYC")
     info = results.machine_info("cpu")
     assert info["processor"] == "AMD EPYC" and info["device"] == "cpu"
+
+
+def test_a_temperature_below_one_is_a_temperature(tmp_path):
+    entries = [{"run": 1, "model": "m", "temperature": 0.5}]  # sharpens: still valid
+    results.write_json(tmp_path / results.CALIBRATION_FILE, {"runs": entries})
+    assert results.load_temperatures(tmp_path) == {(1, "m"): 0.5}
+
+
+def test_a_saved_dict_without_weights_is_not_a_checkpoint(tmp_path):
+    import torch
+
+    path = tmp_path / "run-00.pt"
+    torch.save({"run": 0, "model": "reference"}, path)
+    with pytest.raises(results.CheckpointError, match="no weights found"):
+        results.load_checkpoint(path)
