@@ -170,3 +170,15 @@ def test_images_as_the_model_sees_them_refuse_an_unreadable_file(tmp_path):
             Preprocessing(image_size=16),
             cache_dir=tmp_path / "c",
         )
+
+
+def test_a_store_refuses_unreadable_files_unless_told_to_skip_them(tmp_path):
+    from cellclass.data.preprocessing import BadImagesError, Preprocessing
+
+    paths = [*_pngs(tmp_path / "img", 2), tmp_path / "img" / "bad.png"]
+    paths[-1].write_bytes(b"not a png")
+    prep = Preprocessing(image_size=16)
+    with pytest.raises(BadImagesError, match="bad.png"):
+        cache.load_store(paths, prep, cache_dir=tmp_path / "c")
+    store = cache.load_store(paths, prep, cache_dir=tmp_path / "c", skip_bad=True)
+    assert store.paths == tuple(paths[:2]) and store.bad[0][0] == paths[-1]
