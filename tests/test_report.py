@@ -514,3 +514,233 @@ def test_a_test_set_missing_a_model_class_is_named_with_its_own_chance():
     assert [w.title for w in absent] == ["snf7 has no images of Snap29"]
     assert "3 of 10 answers" in absent[0].detail and "75%" in absent[0].detail
     assert "1/3" in absent[0].detail
+
+
+# ---------------------------------------------------------------- what the report draws and says
+@pytest.fixture
+def drawn(monkeypatch, fake_loader):
+    """Every figure the report saves, by file name, to read what was drawn (axes, titles)."""
+    from cellclass.figures import plots
+
+    figures = {}
+
+    def keep(figure, out_path):
+        figures[Path(out_path).name] = figure
+        return save(figure, out_path)
+
+    save = plots.save_png
+    monkeypatch.setattr(plots, "save_png", keep)
+    return figures
+
+
+def _tiles(figure) -> list[tuple[str, str]]:
+    """(predicted, true) of each tile of a prediction panel: "pred B 97 %\\ntrue A"."""
+    titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
+    return [tuple(re.fullmatch(r"pred (.+) \d+ %\ntrue (.+)", t).groups()) for t in titles]
+
+
+def _caption(html: str, title: str) -> str:
+    """The caption text of the figure titled `title`."""
+    return re.search(rf"<figcaption><b>{re.escape(title)}\.</b> (.*?) <span", html).group(1)
+
+
+def _edit(run_dir: Path, *, config=None, runs=None) -> None:
+    """Change config.json keys and runs.csv rows of a folder made by `make_run_folder`."""
+    if config:
+        results.write_json(
+            run_dir / "config.json", results.read_json(run_dir / "config.json") | config
+        )
+    if runs:
+        rows = [runs(row) for row in results.read_table(run_dir / "runs.csv")]
+        results.write_table(run_dir / "runs.csv", results.RUNS_COLUMNS, rows)
+
+
+def test_panels_draw_the_median_runs_images_and_its_most_confident_mistakes(tmp_path, drawn):
+    run_dir = make_run_folder(tmp_path, n_runs=3, tests=("t",))
+    report.write_report(run_dir)
+    data = report.read_results(run_dir)
+    run = report.median_run(data.runs, "badger", "t", [0, 1, 2])
+    rows = [r for r in data.predictions if r["run"] == run]
+    shown = _tiles(drawn["panel-t.png"])
+    assert len(shown) == len(rows) == 8  # all 8 images of the run, none of another run
+    assert sorted(shown) == sorted((r["predicted"], r["true"]) for r in rows)
+    wrong = sorted((r for r in rows if r["true"] != r["predicted"]), key=lambda r: -r["confidence"])
+    assert wrong and _tiles(drawn["wrong-t.png"]) == [(r["predicted"], r["true"]) for r in wrong]
+    titles = [axes.get_title() for axes in drawn["wrong-t.png"].axes if axes.get_title()]
+    percents = [int(re.search(r"(\d+) %", title).group(1)) for title in titles]
+    assert percents == [round(100 * r["confidence"]) for r in wrong]  # most confident first
+
+
+def test_a_one_image_test_set_gets_its_panel_and_one_run_is_named_so(tmp_path, drawn):
+    run_dir = make_run_folder(tmp_path, n_runs=1, tests=("t",))
+    rows = results.read_table(run_dir / "predictions.csv")[:1]
+    columns = results.prediction_columns(("A", "B"))
+    results.write_table(run_dir / "predictions.csv", columns, rows)
+    html = report.write_report(run_dir).read_text()
+    assert len(_tiles(drawn["panel-t.png"])) == 1
+    assert "run 0, the run of median test accuracy" in html
+    assert _caption(html, "Confusion matrix") == "All images of 1 run pooled."
+
+
+def test_panels_show_calibrated_confidences_once_a_temperature_is_fitted(tmp_path, drawn):
+    run_dir = make_run_folder(tmp_path, n_runs=1, tests=("t",))
+    results.write_json(
+        run_dir / results.CALIBRATION_FILE,
+        {"runs": [{"run": 0, "model": "badger", "temperature": 4.0}]},
+    )
+    html = report.write_report(run_dir).read_text()
+    rows = report.read_results(run_dir).predictions
+    expected = report.calibrated_rows(rows, ["A", "B"], 4.0)
+    tiles = [a.get_title() for a in drawn["panel-t.png"].axes if a.get_title()]
+    percents = sorted(int(re.search(r"(\d+) %", t).group(1)) for t in tiles)
+    assert percents == sorted(round(100 * r["confidence"]) for r in expected)
+    assert max(percents) < max(round(100 * r["confidence"]) for r in rows)  # T > 1 softens
+    assert "calibrated confidence (temperature 4.00" in html
+
+
+def test_calibrated_rows_rescale_each_rows_probabilities():
+    rows = [
+        {"predicted": "B", "p_A": 0.2, "p_B": 0.8, "confidence": 0.8},
+        {"predicted": "A", "p_A": 0.9, "p_B": 0.1, "confidence": 0.9},
+        {"predicted": "A", "confidence": 0.7},  # no probabilities: left as it was
+    ]
+    out = report.calibrated_rows(rows, ["A", "B"], 2.0)
+    # softmax(log p / 2) = sqrt(p) / sum(sqrt(p))
+    assert out[0]["p_B"] == pytest.approx(math.sqrt(0.8) / (math.sqrt(0.8) + math.sqrt(0.2)))
+    assert out[0]["confidence"] == out[0]["p_B"] and out[0]["p_A"] == pytest.approx(
+        1 - out[0]["p_B"]
+    )
+    assert out[1]["confidence"] == pytest.approx(math.sqrt(0.9) / (math.sqrt(0.9) + math.sqrt(0.1)))
+    assert out[2] == rows[2]
+    assert rows[0]["p_B"] == 0.8  # the input rows are not changed
+
+
+def test_report_tables_give_each_models_pixel_scaling(tmp_path, fake_loader):
+    run_dir = make_run_folder(tmp_path, models=("badger", "strong"))
+    norms = {"badger": {"mode": "bitdepth", "low": [0.0], "high": [4095.0]}}
+    norms["strong"] = {"mode": "image"}
+    _edit(run_dir, config={"normalization": norms})
+    html = report.write_report(run_dir).read_text()
+    assert "<tr><td>badger</td><td>bitdepth</td><td>0</td><td>4095</td></tr>" in html
+    assert "<tr><td>strong</td><td>image</td><td>per image</td><td>per image</td></tr>" in html
+    # a folder written before per-model scaling: the one preprocessing, for every model
+    old = make_run_folder(tmp_path / "old")
+    prep = results.read_json(old / "config.json")["preprocessing"]
+    prep["normalization"] = {"mode": "dataset", "low": [1.5, 2.0], "high": [300.0, 410.0]}
+    _edit(old, config={"preprocessing": prep, "models": ["badger", "strong"]})
+    html = report.write_report(old).read_text()
+    assert "<td>badger, strong</td><td>dataset</td><td>1.5, 2</td><td>300, 410</td>" in html
+    _edit(old, config={"models": []})
+    assert "<td>all</td><td>dataset</td>" in report.write_report(old).read_text()
+
+
+def test_box_plot_caption_names_controls_expert_and_collapsed_runs(tmp_path, drawn):
+    run_dir = make_run_folder(tmp_path, n_runs=3, n_control=1, models=("badger", "strong"))
+
+    def collapse(row):  # run 0 of badger, and a control run, never left chance
+        hit = (row["model"], row["run"]) == ("badger", 0) or row["control"]
+        return row | {"collapsed": int(hit)}
+
+    _edit(run_dir, config={"expert": {"test": 0.8}}, runs=collapse)
+    html = report.write_report(run_dir).read_text()
+    caption = _caption(html, report.BOXPLOT_TITLE)
+    assert caption.startswith("One point per run; dashed line: chance")
+    assert (
+        "; grey: label-shuffled control runs; dash-dotted line: expert; "
+        "badger: 1 of 3 runs never left chance" in caption
+    )
+    assert "strong:" not in caption and caption.endswith(".")
+    legend = [t.get_text() for t in drawn["accuracy.png"].axes[0].get_legend().get_texts()]
+    assert "label-shuffled control" in legend and "expert" in legend
+    assert "The expert scored 80.0% on test" in html and '<th class="num">expert</th>' in html
+    assert "cellclass blind serve" not in html  # the expert has scored already
+    assert re.search(r"6 runs \+ 2 label-shuffled control runs\s", html)  # 2 models
+
+
+def test_report_without_an_expert_says_how_to_add_one_and_draws_no_expert(tmp_path, drawn):
+    run_dir = make_run_folder(tmp_path, n_runs=2, tests=("plate",))
+    html = report.write_report(run_dir).read_text()
+    folder = results.read_json(run_dir / "config.json")["tests"]["plate"]["path"]
+    assert f"cellclass blind serve {folder} {run_dir} --db scores.sqlite" in html
+    assert "--test plate" in html
+    assert "dash-dotted" not in _caption(html, report.BOXPLOT_TITLE)
+    assert '<th class="num">expert</th>' not in html
+    assert "2 runs" in html and "control run" not in html
+
+
+def test_report_of_a_folder_whose_first_run_has_not_finished(tmp_path, fake_loader):
+    run_dir = make_run_folder(tmp_path, n_runs=1)
+    for name in ("runs", "epochs", "predictions"):
+        (run_dir / f"{name}.csv").unlink()
+    html = report.write_report(run_dir).read_text()
+    assert report.BOXPLOT_TITLE not in html and "0 runs" in html
+
+
+def test_read_results_counts_rows_without_a_control_column_as_real_runs(tmp_path):
+    run_dir = make_run_folder(tmp_path, n_runs=2)
+    rows = results.read_table(run_dir / "runs.csv")
+    columns = [c for c in results.RUNS_COLUMNS if c != "control"]
+    results.write_table(run_dir / "runs.csv", columns, [{k: r[k] for k in columns} for r in rows])
+    assert {row["control"] for row in report.read_results(run_dir).runs} == {0}
+
+
+def test_explain_figures_move_beside_their_test_sets_panels():
+    sections = [
+        {"dataset": "a", "figures": ["panel-a", "wrong-a", "confusion-a"], "n_panels": 2},
+        {"dataset": "b", "figures": ["confusion-b"], "n_panels": 0},
+    ]
+    explain = {
+        "figures": [
+            {"dataset": "a", "name": "saliency-a"},
+            {"dataset": None, "name": "calibration"},
+            {"dataset": "a", "name": "adversarial-a"},
+            {"dataset": "gone", "name": "saliency-gone"},
+        ],
+        "notes": ["earlier note"],
+    }
+    report.place_beside_panels(sections, explain)
+    names = [f if isinstance(f, str) else f["name"] for f in sections[0]["figures"]]
+    assert names == ["panel-a", "wrong-a", "saliency-a", "adversarial-a", "confusion-a"]
+    assert sections[0]["n_panels"] == 4 and sections[1] == {
+        "dataset": "b",
+        "figures": ["confusion-b"],
+        "n_panels": 0,
+    }
+    assert [f["name"] for f in explain["figures"]] == ["calibration", "saliency-gone"]
+    assert (
+        explain["notes"][0].startswith("Attribution maps") and explain["notes"][1] == "earlier note"
+    )
+    nothing = {"figures": [{"dataset": None, "name": "calibration"}], "notes": ["earlier note"]}
+    report.place_beside_panels(sections, nothing)
+    assert nothing["notes"] == ["earlier note"]
+
+
+def test_data_table_counts_each_class_per_folder_with_zero_for_absent_ones():
+    config = {
+        "class_names": ["A", "B"],
+        "train": {"path": "/tr", "n_images": 5, "class_counts": {"A": 3, "B": 2}},
+        "tests": {"t": {"path": "/t", "class_counts": {"A": 4}}},
+    }
+    table = report.data_table(config)
+    assert table["columns"] == ["train", "t"]
+    assert table["rows"] == [[0, "A", 3, 4], [1, "B", 2, 0]]
+    assert table["totals"] == ["", "total", 5, "–"]
+    assert table["paths"] == {"train": "/tr", "t": "/t"}
+
+
+def test_preview_shows_25_images_by_default(tmp_path, drawn):
+    from cellclass.data.folders import scan_folder
+    from cellclass.data.preprocessing import Preprocessing
+    from cellclass.training import ExperimentSettings
+
+    root = make_class_tree(tmp_path / "data", {"a": 15, "b": 15})
+    index = scan_folder(root)
+    report.write_preview(
+        index, Preprocessing(image_size=32), tmp_path / "p.png", rng=np.random.default_rng(0)
+    )
+    assert len(drawn["p.png"].axes) == 25
+    settings = ExperimentSettings(
+        train_dir=str(root), out="", image_size=32, cache_dir=str(tmp_path / "c")
+    )
+    report.preview_folder(settings, tmp_path / "q.png")
+    assert len(drawn["q.png"].axes) == 25

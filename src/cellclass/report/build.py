@@ -385,7 +385,7 @@ def calibrated_rows(rows: list[dict], class_names: list[str], temperature: float
         if not np.isfinite(probs).all():
             out.append(row)
             continue
-        scaled = recalibrate(probs / probs.sum(), temperature)[0]  # (K,)
+        scaled = recalibrate(probs, temperature)[0]  # (K,); softmax(log p / T) ignores p's sum
         new = {**row, **dict(zip(columns, scaled.tolist(), strict=True))}
         new["confidence"] = float(scaled[class_names.index(row["predicted"])])
         out.append(new)
