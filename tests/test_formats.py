@@ -471,3 +471,52 @@ def test_predict_finds_ome_zarr_and_vendor_images_and_does_not_walk_into_them(tm
     assert [p.name for p in skipped] == ["notes.txt"]  # no zarr chunk or metadata file
     named, _ = collect_images([folder / "a.ome.zarr", folder / "deeper" / "b.czi"])
     assert [p.name for p in named] == ["a.ome.zarr", "b.czi"]
+
+
+def _tiff_folder(root, pixel_size):
+    """Two OME-TIFFs (CYX) per class, all with `pixel_size` um pixels."""
+    for label, name in enumerate(("Control", "Treated")):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            metadata = {"axes": "CYX", "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size}
+            tifffile.imwrite(
+                root / name / f"t{i}.ome.tif", _field(label, 5 + i), ome=True, metadata=metadata
+            )
+    return root
+
+
+def test_a_test_folder_at_another_pixel_size_warns_in_train_and_evaluate(tmp_path):
+    from cellclass.predict import evaluate_folder
+
+    train = _mixed_training_folder(tmp_path / "train")  # 0.65 um
+    zoomed, alike = _tiff_folder(tmp_path / "x2", 1.3), _tiff_folder(tmp_path / "alike", 0.66)
+    observer = _Messages()
+    settings = ExperimentSettings(
+        train_dir=str(train),
+        out=str(tmp_path / "out"),
+        runs=1,
+        image_size=SIZE,
+        cache_dir=str(tmp_path / "cache"),
+        recipes=(replace(REFERENCE, epochs=1, batch_size=4),),
+        val_split=0.34,
+        tests=(("zoomed", str(zoomed)), ("alike", str(alike))),
+    )
+    out = run_experiment(settings, observer=observer)
+    warned = [line for line in observer.lines if "not micrometres" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: zoomed:")
+    assert "1.3 x 1.3 um" in warned[0] and "0.65 x 0.65 um" in warned[0]
+    later = _Messages()
+    evaluate_folder(out, "later", zoomed, cache_dir=str(tmp_path / "cache"), observer=later)
+    assert [line for line in later.lines if "not micrometres" in line] == [
+        warned[0].replace("zoomed", "later")
+    ]
+    plain = _Messages()  # TIFFs that record no pixel size: nothing to compare
+    for label, name in enumerate(("Control", "Treated")):
+        (tmp_path / "plain" / name).mkdir(parents=True)
+        tifffile.imwrite(
+            tmp_path / "plain" / name / "p.tif", _field(label, 7), metadata={"axes": "CYX"}
+        )
+    evaluate_folder(
+        out, "plain", tmp_path / "plain", cache_dir=str(tmp_path / "cache"), observer=plain
+    )
+    assert not any("not micrometres" in line for line in plain.lines)

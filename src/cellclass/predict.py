@@ -14,7 +14,7 @@ import torch
 
 from cellclass import results
 from cellclass.data.cache import load_store
-from cellclass.data.datasets import Dataset, dataset_info, load_dataset
+from cellclass.data.datasets import Dataset, dataset_info, load_dataset, pixel_size_mismatch
 from cellclass.data.folders import is_hidden
 from cellclass.data.images import IMAGE_EXTENSIONS, is_image_path
 from cellclass.data.normalization import Normalization
@@ -310,6 +310,9 @@ def evaluate_folder(
         observer=observer,
     )
     _check_channels(data.store.channels, runs[0].meta["in_channels"], data.store.paths[0])
+    trained_at = config.get("train", {}).get("pixel_size_um")
+    if mismatch := pixel_size_mismatch(name, data.pixel_size_um, trained_at):
+        (observer or Observer()).message(mismatch)
     stuck = {  # collapse is a property of the run, recorded when it was trained
         (row["run"], row["model"]): row.get("collapsed", "")
         for row in results.read_table(run_dir / results.RUNS_FILE)

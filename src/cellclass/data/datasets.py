@@ -163,6 +163,30 @@ def pixel_size_spread(sizes: list[dict] | None) -> float:
     return spread
 
 
+def pixel_size_mismatch(name: str, sizes: list[dict] | None, reference: list[dict] | None) -> str:
+    """A warning when the most common pixel size of a test folder (`folder_pixel_sizes`)
+    differs from the training folder's by more than `PIXEL_SIZE_TOLERANCE`; "" when they agree
+    or either records none. A network trained at one magnification sees objects of another
+    at a different size in pixels, and its accuracy there says little."""
+    known = [
+        next((entry for entry in found or () if entry["x"] is not None), None)
+        for found in (sizes, reference)
+    ]
+    if None in known:
+        return ""
+    test, train = ((entry["y"], entry["x"]) for entry in known)
+    if (
+        max(max(a, b) / min(a, b) - 1 for a, b in zip(test, train, strict=True))
+        <= PIXEL_SIZE_TOLERANCE
+    ):
+        return ""
+    return (
+        f"warning: {name}: its images have pixels of {test[0]:g} x {test[1]:g} um, the training "
+        f"images {train[0]:g} x {train[1]:g} um; the network sees pixels, not micrometres, so "
+        "objects appear at another size: resample one set to the other's pixel size"
+    )
+
+
 def exact_copies(paths: Sequence[Path], digests: Sequence[bytes]) -> list[list[Path]]:
     """Groups of files with the same content digest (byte-identical), in path order."""
     groups: dict[bytes, list[Path]] = {}

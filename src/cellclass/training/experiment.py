@@ -20,7 +20,13 @@ import numpy as np
 
 from cellclass import results
 from cellclass.data.cache import sample_pixels
-from cellclass.data.datasets import Dataset, dataset_info, fingerprint_changes, load_dataset
+from cellclass.data.datasets import (
+    Dataset,
+    dataset_info,
+    fingerprint_changes,
+    load_dataset,
+    pixel_size_mismatch,
+)
 from cellclass.data.normalization import Normalization, fit_normalization
 from cellclass.data.preprocessing import Preprocessing, preprocessing_to_dict
 from cellclass.inspection.dataset import brightness_confounds, find_leakage, leakage_message
@@ -95,6 +101,8 @@ def prepare_data(settings: ExperimentSettings, observer: Observer) -> Experiment
             )
         for missing in test.index.missing_classes:
             observer.message(f"warning: test set {name!r} has no {missing!r} folder")
+        if mismatch := pixel_size_mismatch(name, test.pixel_size_um, train.pixel_size_um):
+            observer.message(mismatch)
         tests.append(test)
     return ExperimentData(train, tuple(tests), preps)
 
