@@ -156,6 +156,31 @@ def describe(name: str, values: list[float]) -> str:
     )
 
 
+def training_gflop(model, size: int, channels: int, device) -> float:
+    """Floating-point work of one training image (forward + backward), in GFLOP, as PyTorch's
+    flop counter tallies the convolutions and matrix products of a batch of one."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, channels, size, size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(device, dtype=torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """What this machine's BLAS reaches on one large square matrix product (median), in
+    GFLOP/s: a practical ceiling for convolution-heavy training."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    rates = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        (a @ b).sum().item()
+        rates.append(2 * n**3 / (time.perf_counter() - started) / 1e9)
+    return statistics.median(rates[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="badger")
@@ -218,6 +243,13 @@ def main() -> None:
         f"(last-level cache {last_level_cache_bytes() >> 20} MiB)"
     )
     print(describe("cellclass train", rates["train"]))
+    gflop = training_gflop(model, args.size, args.channels, device)
+    fp32, bf16 = matmul_gflops(device), matmul_gflops(device, torch.bfloat16)
+    print(
+        f"work: {gflop:.2f} GFLOP per training image, so cellclass trains at "
+        f"{gflop * statistics.median(rates['train']):.0f} GFLOP/s; a 2048x2048 matrix product "
+        f"reaches {fp32:.0f} GFLOP/s in fp32 and {bf16:.0f} in bf16 on this machine"
+    )
     print(describe("cellclass inference", rates["infer"]))
     if reference is not None:
         print(describe("keras train", rates["k_train"]))
