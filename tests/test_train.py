@@ -1,3 +1,4 @@
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -41,7 +42,8 @@ def test_warmup_then_cosine_schedule():
     assert rates[0] == pytest.approx(1 / 20)  # linear warm-up over 20 steps
     assert rates[19] == pytest.approx(1.0)
     assert rates[60] < rates[30] < rates[20]  # cosine decay
-    assert rates[-1] < 0.01
+    assert rates[20] == pytest.approx(1.0) and rates[60] == pytest.approx(0.5)  # half-way
+    assert rates[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 79 / 80))) and rates[-1] < 0.01
 
 
 def test_reference_keeps_a_constant_learning_rate():

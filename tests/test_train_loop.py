@@ -16,12 +16,15 @@ from torch import nn
 from cellclass.data.cache import PixelStore
 from cellclass.data.normalization import Normalization
 from cellclass.models.cnn import build_model
+from cellclass.training import train as train_module
 from cellclass.training.recipes import REFERENCE
 from cellclass.training.train import (
     Split,
+    cpu_has_native_bf16,
     evaluate,
     gather_batch,
     make_optimizer,
+    predict_logits,
     train_run,
     train_step,
 )
@@ -128,3 +131,71 @@ def test_a_model_built_for_the_store_trains_on_its_image_size():
         train, [], replace(REFERENCE, epochs=1), norm=NORM, n_classes=2, seed=0, device="cpu"
     )
     assert [p.shape for p in result.model.parameters()] == [p.shape for p in model.parameters()]
+
+
+def _rates(recipe, steps: int) -> list[float]:
+    optimizer, scheduler = make_optimizer(nn.Linear(2, 2), recipe, steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_one_epoch_with_one_warmup_epoch_warms_up_over_the_whole_run():
+    recipe = replace(REFERENCE, epochs=1, warmup_epochs=1, learning_rate=1.0)
+    assert _rates(recipe, 4) == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+def test_the_schedule_spans_every_batch_of_the_run(monkeypatch):
+    """The cosine decay ends at the run's last batch: its length is epochs x batches."""
+    seen = {}
+
+    def keep(model, recipe, steps):
+        seen["steps"] = steps
+        seen["optimizer"], scheduler = make_optimizer(model, recipe, steps)
+        return seen["optimizer"], scheduler
+
+    monkeypatch.setattr(train_module, "make_optimizer", keep)
+    train, val = _splits()  # 16 training images: 4 batches of up to 5
+    recipe = replace(REFERENCE, epochs=3, batch_size=5, schedule="cosine", learning_rate=1.0)
+    train_run(train, [val], recipe, norm=NORM, n_classes=2, seed=0, device="cpu")
+    assert seen["steps"] == 3 * 4
+    assert seen["optimizer"].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)  # cos(pi)
+
+
+def test_test_sets_are_evaluated_after_every_epoch_by_default():
+    train, val = _splits()
+    test = Split("t", val.store, val.indices, val.labels)
+    recipe = replace(REFERENCE, epochs=3, batch_size=8)
+    result = train_run(train, [val, test], recipe, norm=NORM, n_classes=2, seed=0, device="cpu")
+    assert [r.epoch for r in result.epochs if r.split == "t"] == [1, 2, 3]
+
+
+def test_logits_are_the_models_own_unless_tta_is_asked():
+    _, val = _splits()
+    torch.manual_seed(0)
+    model = build_model("badger", in_channels=1, n_classes=2, image_size=16).eval()
+    with torch.no_grad():
+        direct = model(gather_batch(val, np.arange(len(val.indices)), NORM, torch.device("cpu")))
+    np.testing.assert_allclose(
+        predict_logits(model, val, NORM), direct.numpy(), rtol=1e-5, atol=1e-6
+    )
+    averaged = predict_logits(model, val, NORM, tta=True)
+    assert not np.allclose(averaged, direct.numpy(), atol=1e-4)
+
+
+def test_a_machine_without_proc_cpuinfo_has_no_native_bf16(monkeypatch):
+    """macOS and Windows have no /proc/cpuinfo: "auto" must not guess bf16 there."""
+    from pathlib import Path
+
+    real = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if str(self) == "/proc/cpuinfo":
+            raise FileNotFoundError(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert cpu_has_native_bf16() is False
