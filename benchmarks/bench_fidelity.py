@@ -21,6 +21,7 @@ the Keras history's training accuracy too).
     .venv-keras/bin/python benchmarks/bench_fidelity.py --runs 6 --keras
     .venv-keras/bin/python benchmarks/bench_fidelity.py --keras --image-size 256 --format png
     .venv-keras/bin/python benchmarks/bench_fidelity.py --data DIR --keras  # DIR/train, DIR/test
+    python benchmarks/bench_fidelity.py --runs 6 --precision bf16  # vs the fp32 default: same mean?
 
 The Keras model is `bench_train.keras_model` ('same' padding in its pools: identical at
 256 pixels, and the only way to build it below that; cellclass's pools use ceil mode).
@@ -54,6 +55,7 @@ import numpy as np
 import torch
 
 from cellclass import results
+from cellclass.choices import PRECISIONS
 from cellclass.data.datasets import load_dataset
 from cellclass.data.normalization import NORMALIZATION_MODES
 from cellclass.data.preprocessing import Preprocessing
@@ -107,6 +109,7 @@ def cellclass_settings(args, data: Path, work: Path) -> ExperimentSettings:
         val_split=0.0,
         image_size=args.image_size,
         device=args.device,
+        precision=args.precision,
         cache_dir=str(work / "cache"),
         **chosen,
     )
@@ -260,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--normalize", choices=NORMALIZATION_MODES, help="override the recipe's normalisation"
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--precision", default="fp32", choices=PRECISIONS, help="cellclass side's training"
+    )
     parser.add_argument("--keras", action="store_true", help="also train the Keras model")
     return parser
 
@@ -285,7 +291,7 @@ def main() -> None:
             f"{args.image_size}-pixel inputs, seeds {args.seed}..{args.seed + args.runs - 1}"
         )
         ours, norm = run_cellclass(args, data, work)
-        print(f"cellclass reference: normalisation {norm}")
+        print(f"cellclass reference: normalisation {norm}, precision {args.precision}")
         sides = [ours]
         if args.keras:
             keras, scaling = run_keras(args, data, work)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from cellclass import results
+from cellclass.choices import PRECISIONS
 from cellclass.summary import model_comparisons, summary_table
 from cellclass.synthetic.folders import write_demo
 from cellclass.training import ExperimentSettings, run_experiment
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--n-train", type=int, default=150, help="training images per class")
     parser.add_argument("--strong-epochs", type=int, default=STRONG.epochs)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="training")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = write_demo(Path(tmp) / "data", n_train=args.n_train, n_test=40, seed=0)
@@ -49,6 +51,7 @@ def main() -> None:
             ),
             baselines=("features",),
             image_size=args.image_size,
+            precision=args.precision,
             cache_dir=str(Path(tmp) / "cache"),
         )
         started = time.perf_counter()
@@ -56,7 +59,10 @@ def main() -> None:
         seconds = time.perf_counter() - started
         table, comparisons = summary_table(out), model_comparisons(out)
         seconds_per_run = _seconds_per_run(results.read_table(out / "runs.csv"))
-    print(f"{args.runs} runs per recipe, {args.image_size}-pixel inputs, {seconds:.0f} s in all")
+    print(
+        f"{args.runs} runs per recipe, {args.image_size}-pixel inputs, precision "
+        f"{args.precision}, {seconds:.0f} s in all"
+    )
     print(f"{'model':<12}{'test set':<10}{'mean':>8}{'sd':>8}{'ensemble':>10}")
     for row in table:
         print(
