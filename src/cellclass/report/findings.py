@@ -42,13 +42,12 @@ class Finding:
 
 
 def _final_train(epochs: list[dict], model: str) -> float:
-    last: dict[int, tuple[int, float]] = {}
-    for row in epochs:
-        if row["model"] == model and row["split"] == "train" and not row.get("control"):
-            if row["epoch"] >= last.get(row["run"], (-1, 0.0))[0]:
-                last[row["run"]] = (row["epoch"], row["accuracy"])
-    values = [accuracy for _, accuracy in last.values()]
-    return float(np.mean(values)) if values else math.nan
+    """Mean over the model's real runs of their last epoch's training accuracy."""
+    rows = [
+        r for r in epochs if r["model"] == model and r["split"] == "train" and not r.get("control")
+    ]
+    last = {row["run"]: row["accuracy"] for row in sorted(rows, key=lambda row: row["epoch"])}
+    return float(np.mean(list(last.values()))) if last else math.nan
 
 
 def _verdict(row: dict, train: float) -> str:
@@ -100,7 +99,7 @@ def study_findings(run_dirs: dict[str, str | os.PathLike]) -> list[Finding]:
                 sd=row["sd"],
                 minimum=row["min"],
                 chance=row["chance"],
-                collapsed=int(row.get("collapsed", 0)),
+                collapsed=int(row["collapsed"]),
                 train=train,
                 verdict=_verdict(row, train),
                 sentence="",
