@@ -400,9 +400,9 @@ def _mixed_training_folder(root, pixel_size_x=0.65):
     return root
 
 
-def test_pixel_size_lands_in_config_json_after_training(tmp_path):
-    train = _mixed_training_folder(tmp_path / "train")
-    settings = ExperimentSettings(
+def _one_run(train, tmp_path, **options) -> ExperimentSettings:
+    """One one-epoch reference run on `train`, results in tmp_path/out."""
+    return ExperimentSettings(
         train_dir=str(train),
         out=str(tmp_path / "out"),
         runs=1,
@@ -410,8 +410,13 @@ def test_pixel_size_lands_in_config_json_after_training(tmp_path):
         cache_dir=str(tmp_path / "cache"),
         recipes=(replace(REFERENCE, epochs=1, batch_size=4),),
         val_split=0.34,
+        **options,
     )
-    out = run_experiment(settings)
+
+
+def test_pixel_size_lands_in_config_json_after_training(tmp_path):
+    train = _mixed_training_folder(tmp_path / "train")
+    out = run_experiment(_one_run(train, tmp_path))
     config = results.read_json(out / "config.json")
     assert config["train"]["n_images"] == 6 and config["in_channels"] == 2
     assert config["train"]["pixel_size_um"] == [{"y": 0.65, "x": 0.65, "n_images": 6}]
@@ -491,16 +496,7 @@ def test_a_test_folder_at_another_pixel_size_warns_in_train_and_evaluate(tmp_pat
     train = _mixed_training_folder(tmp_path / "train")  # 0.65 um
     zoomed, alike = _tiff_folder(tmp_path / "x2", 1.3), _tiff_folder(tmp_path / "alike", 0.66)
     observer = _Messages()
-    settings = ExperimentSettings(
-        train_dir=str(train),
-        out=str(tmp_path / "out"),
-        runs=1,
-        image_size=SIZE,
-        cache_dir=str(tmp_path / "cache"),
-        recipes=(replace(REFERENCE, epochs=1, batch_size=4),),
-        val_split=0.34,
-        tests=(("zoomed", str(zoomed)), ("alike", str(alike))),
-    )
+    settings = _one_run(train, tmp_path, tests=(("zoomed", str(zoomed)), ("alike", str(alike))))
     out = run_experiment(settings, observer=observer)
     warned = [line for line in observer.lines if "not micrometres" in line]
     assert len(warned) == 1 and warned[0].startswith("warning: zoomed:")
