@@ -172,14 +172,9 @@ def pixel_size_mismatch(name: str, sizes: list[dict] | None, reference: list[dic
         next((entry for entry in found or () if entry["x"] is not None), None)
         for found in (sizes, reference)
     ]
-    if None in known:
+    if None in known or pixel_size_spread(known) <= PIXEL_SIZE_TOLERANCE:
         return ""
     test, train = ((entry["y"], entry["x"]) for entry in known)
-    if (
-        max(max(a, b) / min(a, b) - 1 for a, b in zip(test, train, strict=True))
-        <= PIXEL_SIZE_TOLERANCE
-    ):
-        return ""
     return (
         f"warning: {name}: its images have pixels of {test[0]:g} x {test[1]:g} um, the training "
         f"images {train[0]:g} x {train[1]:g} um; the network sees pixels, not micrometres, so "

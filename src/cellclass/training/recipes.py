@@ -58,8 +58,7 @@ beats the reference and the feature baseline by more than the run-to-run sd on E
 76.8 / 81.9 %), puncta density (77.7 vs 53.0 / 71.0 %) and lobed nuclei (81.0 vs 48.7 / 76.3
 %). It does NOT on LFW faces (96.7 +- 2.3 vs features 98.0 %: both at the ceiling of 25-px
 crops), nor on the demo's hard tuning set (68.3 vs 74.3 %), nor on ELPV at 256 px (81.5 +- 0.5
-vs features 83.2 +- 0.1 %, 2 runs: the thin cracks resized from 300 px favour the features'
-texture statistics over 20 epochs of a small CNN). Caveat: the density family's effect
+vs features 83.2 +- 0.1 %, 2 runs; why was not studied). Caveat: the density family's effect
 size was set while the old stem was tried on it (helper's calibration), so that row is not
 fully untouched.
 
