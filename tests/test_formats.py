@@ -243,6 +243,36 @@ def test_zarr_folder_without_ngff_metadata_is_a_clear_error(tmp_path):
         read_image(tmp_path / "bare.zarr")
 
 
+def test_multi_scene_ome_tiff_reads_the_first_scene_and_says_so(tmp_path):
+    path = tmp_path / "slide.ome.tif"
+    first, second = _pixels((2, SIZE, SIZE), seed=1), _pixels((3, SIZE, SIZE + 4), seed=2)
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(first, metadata={"axes": "CYX"})
+        tif.write(second, metadata={"axes": "CYX"})
+    with pytest.warns(UserWarning, match=r"slide\.ome\.tif: holds 2 scenes .*first only"):
+        image = read_image(path)
+    np.testing.assert_array_equal(image, first.transpose(1, 2, 0))
+
+
+def test_bioformats2raw_zarr_of_two_images_reads_the_first_and_says_so(tmp_path):
+    path = tmp_path / "slide.ome.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    root.attrs["bioformats2raw.layout"] = 3
+    first = _pixels((SIZE, SIZE), seed=3)
+    _write_ome_zarr(path / "0", first, "yx")
+    _write_ome_zarr(path / "1", _pixels((SIZE, SIZE), seed=4), "yx")
+    with pytest.warns(UserWarning, match=r"slide\.ome\.zarr: holds 2 scenes"):
+        np.testing.assert_array_equal(read_image(path)[..., 0], first)
+
+
+@pytest.mark.parametrize("kind", ["plate", "well"])
+def test_ome_zarr_hcs_plate_is_a_one_line_error(tmp_path, kind):
+    path = tmp_path / "screen.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.attrs[kind] = {"version": "0.4", "wells": [{"path": "A/1"}]}
+    assert f"an OME-Zarr HCS {kind}, not one image" in _one_line_error(path)
+
+
 def test_ome_zarr_digest_follows_its_chunks(tmp_path):
     data = _pixels((SIZE, SIZE), dtype=np.uint8)
     path = _write_ome_zarr(tmp_path / "a.ome.zarr", data, "yx")
@@ -331,9 +361,10 @@ class _Unsupported(Exception):
 class _FakeBioImage:
     """What cellclass uses of `bioio.BioImage`: dims.order, shape, dtype, get_image_data (the
     requested dimensions in the requested order, the others fixed by keyword),
-    physical_pixel_sizes (micrometres)."""
+    physical_pixel_sizes (micrometres), scenes."""
 
     data = _pixels((2, 3, 4, SIZE, SIZE + 2))  # T, C, Z, Y, X
+    scenes = ("Image:0",)  # bioio's scene names; the current scene is the first
 
     def __init__(self, path, reader=None):
         assert reader is not None and reader.__name__ == "Reader"
@@ -363,13 +394,21 @@ def test_vendor_file_read_through_bioio_maps_axes(tmp_path, monkeypatch):
     path = tmp_path / "field.nd2"
     path.write_bytes(b"vendor bytes")
     data = _FakeBioImage.data
-    assert image_meta(path).n_pages == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one scene: nothing to say
+        assert image_meta(path).n_pages == 8
     np.testing.assert_array_equal(read_image(path, page=6), data[1, :, 2].transpose(1, 2, 0))
     info = image_metadata(path)
     assert (info["format"], info["axes"], info["pixel_size_um"]) == ("nd2", "TCZYX", (0.1, 0.1))
     broken = tmp_path / "broken.nd2"
     broken.write_bytes(b"junk")
     assert "bioio_nd2 cannot read it" in _one_line_error(broken)
+    slide = tmp_path / "slides" / "positions.nd2"
+    slide.parent.mkdir()
+    slide.write_bytes(b"vendor bytes")
+    monkeypatch.setattr(_FakeBioImage, "scenes", ("P0", "P1", "P2"))
+    with pytest.warns(UserWarning, match=r"positions\.nd2: holds 3 scenes"):
+        np.testing.assert_array_equal(read_image(slide, page=6), data[1, :, 2].transpose(1, 2, 0))
 
 
 # ----------------------------------------------------------------------------- config.json

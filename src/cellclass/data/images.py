@@ -21,6 +21,11 @@ one rule, which warns (once per folder) whenever it has to guess:
 * (H, W, N) with N <= 8 and H, W > 8 N (stored as H pages of W x N): N channels (channels
   last, e.g. (512, 512, 4) saved as a grey stack);
 * otherwise N pages; N > 8 pages of a larger image is taken as a stack without a warning.
+
+Scenes. A file that holds several images (an OME-TIFF or bioformats2raw OME-Zarr of several
+series, a CZI/ND2/LIF of several scenes or positions) is read as its first scene, with a
+warning once per folder; an OME-Zarr HCS plate or well is refused with a one-line error.
+Scenes written as single same-shape pages are pages, as above.
 """
 
 from __future__ import annotations
@@ -337,6 +342,8 @@ def _read_tiff(path: Path, page: int, header: bytes) -> tuple[np.ndarray, int]:
             axes = _tiff_axes(path, series.axes, series.shape)
             _check_series_pixels(path, axes, series.shape)
             return _to_stack(path, series.asarray(), axes, series.shape)[0], len(tif.series)
+        if len(tif.series) > 1:
+            _warn_scenes(path, len(tif.series))
         series = tif.series[0]
         axes = _tiff_axes(path, series.axes, series.shape)
         if _pages_are_planes(series, axes):
@@ -447,6 +454,16 @@ def _warn_once(folder: Path, choice: str, message: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=2)
 
 
+def _warn_scenes(path: Path, n_scenes: int) -> None:
+    """Say (once per folder) that only the first of a file's scenes is read."""
+    _warn_once(
+        path.parent,
+        "scenes",
+        f"{path}: holds {n_scenes} scenes (image series); cellclass reads the first only, here "
+        "and in every such file of this folder: save each scene as its own file to use them all",
+    )
+
+
 # ----------------------------------------------------------------------------- OME-Zarr, bioio
 
 
@@ -469,7 +486,16 @@ def _open_ngff(path: Path) -> tuple:
     group = zarr.open_group(str(path), mode="r")
     attrs = dict(group.attrs)
     attrs = attrs.get("ome", attrs)
+    if "plate" in attrs or "well" in attrs:
+        kind = "plate" if "plate" in attrs else "well"
+        raise ImageReadError(
+            f"{path}: an OME-Zarr HCS {kind}, not one image; cellclass reads one field of view "
+            "per file or .ome.zarr folder: export the fields as OME-TIFF or .ome.zarr images"
+        )
     if "multiscales" not in attrs and "bioformats2raw.layout" in attrs:
+        scenes = [key for key in group.group_keys() if key.isdigit()]
+        if len(scenes) > 1:
+            _warn_scenes(path, len(scenes))
         group = group["0"]  # bioformats2raw writes each image as a numbered subgroup
         attrs = dict(group.attrs)
         attrs = attrs.get("ome", attrs)
@@ -554,6 +580,8 @@ def _read_bioio(path: Path, page: int, header: bytes) -> tuple[np.ndarray, int]:
     the others pages.
     """
     image = _open_bioio(path)
+    if len(getattr(image, "scenes", ())) > 1:
+        _warn_scenes(path, len(image.scenes))
     order = image.dims.order  # e.g. "TCZYX", or "TCZYXS" for RGB
     sizes = dict(zip(order, (int(n) for n in image.shape), strict=True))
     page_axes = [axis for axis in order if axis not in "YX" + _CHANNEL_AXES]
