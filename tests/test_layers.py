@@ -20,6 +20,7 @@ LAYERS = {  # shared/DESIGN.md's layers, with finer steps where its packages bui
     "progress": 0,
     "choices": 0,  # choices and defaults shared with the command line (imports nothing)
     "_files": 0,
+    "_lazy": 0,
     "csv_cells": 0,
     "results": 1,
     "metrics": 1,

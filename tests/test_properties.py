@@ -196,6 +196,22 @@ def test_image_normalisation_is_per_image_the_same_in_numpy_and_torch(images, sc
 
 @FAST
 @given(
+    st.sampled_from([np.uint8, np.uint16]).flatmap(
+        lambda dtype: arrays(dtype, SHAPES, elements=st.integers(0, np.iinfo(dtype).max))
+    ),
+    st.tuples(st.floats(0, 100), st.floats(0, 100)).filter(lambda pair: pair[0] < pair[1]),
+)
+def test_integer_image_percentiles_equal_numpys(images, percentiles):
+    """uint8/uint16 percentiles are read off histograms: the same values as np.percentile's
+    linear interpolation, for any percentiles and any pixels (ties, one pixel, full range)."""
+    low, high = image_percentiles(images, percentiles)
+    flat = images.reshape(images.shape[0], -1, images.shape[3])
+    expected = np.percentile(flat, percentiles, axis=1).astype(np.float32)
+    np.testing.assert_allclose(np.stack([low, high]), expected, rtol=1e-6)
+
+
+@FAST
+@given(
     arrays(np.float32, (2, 3, 3, 1), elements=st.floats(-10, 300, width=32)),
     st.integers(0, 1600).map(lambda eighths: eighths / 8),  # ranges of pixel values
     st.integers(-400, 2000).map(lambda eighths: eighths / 8),

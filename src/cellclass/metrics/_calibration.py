@@ -1,10 +1,10 @@
 """Calibration of predicted probabilities: softmax with a temperature, reliability bins,
 expected calibration error and temperature fitting. `cellclass.metrics` re-exports them.
+scipy is imported where it is used (see `cellclass.metrics._scores`: start-up time).
 """
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize, special
 
 from cellclass.metrics._inputs import checked_scores, positive_int
 
@@ -24,6 +24,8 @@ def softmax(logits: ArrayLike, *, temperature: float = 1.0) -> np.ndarray:
     -------
     (..., K) ndarray of float64, rows summing to 1
     """
+    from scipy import special
+
     if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive number, got {temperature}")
     scaled = np.asarray(logits, dtype=np.float64) / temperature
@@ -100,6 +102,8 @@ def fit_temperature(logits: ArrayLike, y_true: ArrayLike) -> float:
     logits : (N, K) ndarray of float
     y_true : (N,) ndarray of int
     """
+    from scipy import optimize, special
+
     logits, y_true = checked_scores("logits", logits, y_true)
     true_logit = logits[np.arange(y_true.size), y_true]  # (N,)
 

@@ -7,15 +7,15 @@ Plain numpy in, plain numbers out. Conventions used by every function:
 - correct_a / correct_b: (N,) bool ndarray, whether a model (or a human) got each image
   right, paired image by image.
 
-Bad input raises ValueError with a one-line message saying what was wrong.
+Bad input raises ValueError with a one-line message saying what was wrong. scipy and
+scikit-learn are imported by the functions that use them: together they take 0.8 s to import,
+which `cellclass predict` (softmax only) would otherwise wait for at every start.
 Calibration lives in `cellclass.metrics._calibration` and the shared input checks in
 `cellclass.metrics._inputs`.
 """
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
-from sklearn import metrics as sklearn_metrics
 
 from cellclass.metrics._inputs import (
     checked_labels,
@@ -94,6 +94,8 @@ def accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 
 
 def _confusion(a: np.ndarray, b: np.ndarray, n_classes: int) -> np.ndarray:
+    from sklearn import metrics as sklearn_metrics
+
     labels = np.arange(n_classes)
     return sklearn_metrics.confusion_matrix(a, b, labels=labels).astype(np.int64)
 
@@ -154,6 +156,8 @@ def wilson_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, floa
         Successes and trials, 0 <= k <= n, n >= 1.
     level : float, optional
     """
+    from scipy import stats
+
     if int(k) != k or int(n) != n or n < 1 or not 0 <= k <= n:
         raise ValueError(f"need integers 0 <= k <= n and n >= 1, got k={k}, n={n}")
     interval = stats.binomtest(int(k), int(n)).proportion_ci(
@@ -176,6 +180,8 @@ def mean_interval(values: ArrayLike, *, level: float = 0.95) -> tuple[float, flo
     (mean, low, high) : tuple of float
         With a single value the interval is undefined: ``(v, nan, nan)``.
     """
+    from scipy import stats
+
     values, level = checked_values("values", values), checked_level(level)
     mean = float(values.mean())
     if values.size == 1:
@@ -220,6 +226,8 @@ def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike) -> dict:
         ``"statistic"``: min(b01, b10); ``"p_value"``: the two-sided exact binomial
         ``min(1, 2 P(Binom(b01 + b10, 1/2) <= statistic))``, 1.0 with no discordant pairs.
     """
+    from scipy import stats
+
     a, b = flag_pair(correct_a, correct_b)
     b01, b10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
     statistic, p_value = min(b01, b10), 1.0
@@ -240,6 +248,8 @@ def cohen_kappa(labels_a: ArrayLike, labels_b: ArrayLike, n_classes: int | None 
     n_classes : int, optional
         Defaults to the largest label + 1.
     """
+    from sklearn import metrics as sklearn_metrics
+
     names = ("labels_a", "labels_b")
     a, b = label_pair(labels_a, labels_b, names=names)
     n_classes = int(max(a.max(), b.max())) + 1 if n_classes is None else n_classes
@@ -324,6 +334,8 @@ def welch_t_test(a: ArrayLike, b: ArrayLike, *, level: float = 0.95) -> dict[str
         (two-sided), ``"ci_low"``, ``"ci_high"``. When both groups have zero variance the
         test is undefined and all but the difference are NaN.
     """
+    from scipy import stats
+
     a, b, level = checked_values("a", a), checked_values("b", b), checked_level(level)
     if a.size < 2 or b.size < 2:
         raise ValueError(f"welch_t_test needs >= 2 values per group, got {a.size} and {b.size}")

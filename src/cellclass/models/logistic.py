@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from cellclass.metrics import softmax
 
@@ -36,6 +35,8 @@ def fit_logistic(features, labels, n_classes: int, *, l2: float = 1e-2) -> Logis
     l2 : penalty ``l2 * |w|^2`` added to the mean cross-entropy (scikit-learn's
         ``C = 1 / (2 * l2 * N)``)
     """
+    from sklearn.linear_model import LogisticRegression
+
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     if features.ndim != 2 or len(features) != len(labels) or len(labels) == 0:

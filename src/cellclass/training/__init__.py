@@ -5,22 +5,18 @@ Modules: `settings` (what an experiment is asked to do), `recipes` (the study's 
 better ones), `augment`, `train` (one run), `chunks` (cache-sized chunks of a batch), `jobs`
 (one run of an experiment), `records` (a finished run, written), `executors` (here, processes,
 Ray), `baseline_runs` (classical baselines on the same splits), `experiment` (the whole study).
+Each name is imported from its module on first use (`cellclass._lazy`): code that needs only
+the settings or the recipes does not load the training machinery.
 """
 
-from cellclass.training.experiment import prepare_data, run_experiment
-from cellclass.training.jobs import ExperimentData, run_splits
-from cellclass.training.recipes import REFERENCE, STRONG, Recipe, resolve_recipes
-from cellclass.training.settings import ExperimentError, ExperimentSettings
+from cellclass._lazy import lazy_exports
 
-__all__ = [
-    "REFERENCE",
-    "STRONG",
-    "ExperimentData",
-    "ExperimentError",
-    "ExperimentSettings",
-    "Recipe",
-    "prepare_data",
-    "resolve_recipes",
-    "run_experiment",
-    "run_splits",
-]
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "experiment": ("prepare_data", "run_experiment"),
+        "jobs": ("ExperimentData", "run_splits"),
+        "recipes": ("REFERENCE", "STRONG", "Recipe", "resolve_recipes"),
+        "settings": ("ExperimentError", "ExperimentSettings"),
+    },
+)
