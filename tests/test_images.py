@@ -473,6 +473,10 @@ def test_numpy_and_torch_normalisation_give_the_same_numbers(mode):
         high=torch.from_numpy(high),
     ).permute(0, 2, 3, 1)
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+    floats = torch.from_numpy(batch.astype(np.float32)).permute(0, 3, 1, 2)
+    kept = floats.clone()
+    normalize_batch(floats, norm, low=torch.from_numpy(low), high=torch.from_numpy(high))
+    assert torch.equal(floats, kept)  # float pixels are not normalised in place
 
 
 # ------------------------------------------------ normalisation at its edges (issue 21)

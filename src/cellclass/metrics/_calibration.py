@@ -24,12 +24,13 @@ def softmax(logits: ArrayLike, *, temperature: float = 1.0) -> np.ndarray:
     -------
     (..., K) ndarray of float64, rows summing to 1
     """
-    from scipy import special
-
     if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive number, got {temperature}")
     scaled = np.asarray(logits, dtype=np.float64) / temperature
-    return special.softmax(scaled, axis=-1)  # subtracts the row max before exp
+    # numpy, not scipy.special.softmax: the same formula, without 0.15 s of importing SciPy
+    # in `cellclass predict`
+    exp = np.exp(scaled - scaled.max(axis=-1, keepdims=True))  # the row max: no overflow
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 # own code: sklearn's calibration_curve is binary-only and drops empty bins; the ECE needs all
