@@ -101,5 +101,7 @@ def test_training_chunks_only_models_that_keep_images_apart(monkeypatch):
     cpu = torch.device("cpu")
     badger = build_model("badger", in_channels=3, n_classes=2, image_size=256)
     compact = build_model("compact", in_channels=3, n_classes=2, image_size=256)
-    assert chunks.training_chunk(badger, 256, cpu) == 5
+    assert chunks.training_chunk(badger, 256, cpu) == 4  # half the cache: 16 MiB
+    assert chunks.training_chunk(badger, 128, cpu) == 16  # 1 MiB each
+    assert chunks.chunk_setting()["training_budget_bytes"] == 16 << 20
     assert chunks.training_chunk(compact, 256, cpu) is None  # BatchNorm: whole batches

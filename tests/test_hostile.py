@@ -250,11 +250,21 @@ def test_config_records_the_command_line_and_the_chunk_budget(tmp_path, monkeypa
     out = Path(run_experiment(settings))
     config = results.read_json(out / results.CONFIG_FILE)
     assert config["command"] == "cellclass train 'my data' --runs 1"
-    assert config["chunking"] == {"budget_bytes": 123456, "set_by": "CELLCLASS_CHUNK_BYTES=123456"}
+    assert config["chunking"] == {
+        "budget_bytes": 123456,
+        "training_budget_bytes": 123456,
+        "set_by": "CELLCLASS_CHUNK_BYTES=123456",
+    }
     monkeypatch.setenv("CELLCLASS_CHUNK_BYTES", "0")
     observer = WarningObserver()
     with pytest.warns(UserWarning, match="trained with CPU chunks of 123456 bytes"):
         run_experiment(replace(settings, runs=2), resume=True, observer=observer)
+    # a folder from before training had its own budget: its runs were trained in other chunks
+    monkeypatch.setenv("CELLCLASS_CHUNK_BYTES", "123456")
+    del config["chunking"]["training_budget_bytes"]
+    results.write_json(out / results.CONFIG_FILE, config)
+    with pytest.warns(UserWarning, match="this machine uses 123456 .training: 123456."):
+        run_experiment(replace(settings, runs=3), resume=True, observer=observer)
 
 
 # ---------------------------------------------------------------- settings

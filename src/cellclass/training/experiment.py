@@ -204,12 +204,14 @@ def check_same_data(out: Path, settings, data: ExperimentData, observer: Observe
     for label, norm in _normalizations(settings, data).items():
         if label in saved_norm and saved_norm[label] != norm:
             changes.append(f"normalisation of {label!r} changed (refitted on the training pixels)")
-    chunking = config.get("chunking")
-    if chunking and chunking["budget_bytes"] != chunk_setting()["budget_bytes"]:
+    chunking, here = config.get("chunking"), chunk_setting()
+    budgets = ("budget_bytes", "training_budget_bytes")  # older folders lack the second
+    if chunking and any(chunking.get(key) != here[key] for key in budgets):
         observer.message(
             f"warning: {out} was trained with CPU chunks of {chunking['budget_bytes']} bytes "
-            f"({chunking['set_by']}), this machine uses {chunk_setting()['budget_bytes']}: the "
-            f"remaining runs' weights will differ slightly from what the same seeds gave there"
+            f"({chunking['set_by']}), this machine uses {here['budget_bytes']} (training: "
+            f"{here['training_budget_bytes']}): the remaining runs' weights will differ "
+            f"slightly from what the same seeds gave there"
         )
     if changes:
         raise ExperimentError(
