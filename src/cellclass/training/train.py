@@ -122,9 +122,11 @@ def gather_batch(
 # Architectures whose training under CPU bf16 autocast was measured faster at unchanged accuracy
 # (2-core AMD EPYC with AVX512_BF16, 128 px, the demo's datasets, 6 seeds, Welch's test). compact
 # (strong): hard dataset 64.6 +- 2.8 % fp32 vs 65.0 +- 1.9 % bf16 (p = 0.77), easy 98.8 vs 99.4 %
-# (p = 0.48), 1.8x faster end to end (70 vs 38 s). The study's badger trained 2x faster but 2
-# points lower on the easy dataset (96.5 vs 94.4 %, p = 0.085, lower in 4 of 6 seeds): the
-# faithful recipe stays fp32. Measured with /tmp scratch scripts; bench_train.py gives the rates.
+# (p = 0.48), 1.8x faster end to end (70 vs 38 s), measured with scratch scripts. The study's
+# badger trains 1.7x faster under bf16 but lower: `bench_fidelity.py --runs 12 [--precision
+# bf16]` (easy demo pair, 128 px, seeds 0-11) gave 95.9 +- 1.2 % fp32 vs 94.7 +- 1.8 % bf16
+# (Welch p = 0.058; fp32 higher in 5 seeds, lower in 1), as 6 seeds did before (96.5 vs 94.4 %,
+# p = 0.085): the faithful recipe stays fp32. bench_train.py gives the rates.
 CPU_BF16_MODELS = frozenset({"compact", "compact-fine"})
 
 
