@@ -122,7 +122,9 @@ def gather_batch(
 # Architectures whose training under CPU bf16 autocast was measured faster at unchanged accuracy
 # (2-core AMD EPYC with AVX512_BF16, 128 px, the demo's datasets, 6 seeds, Welch's test). compact
 # (strong): hard dataset 64.6 +- 2.8 % fp32 vs 65.0 +- 1.9 % bf16 (p = 0.77), easy 98.8 vs 99.4 %
-# (p = 0.48), 1.8x faster end to end (70 vs 38 s), measured with scratch scripts. The study's
+# (p = 0.48), 1.8x faster end to end (70 vs 38 s), measured with scratch scripts; compact-fine
+# (strong's model today), `bench_recipes.py --runs 6 --precision fp32|bf16` (hard dataset, 128
+# px, seeds 0-5): 61.5 +- 1.5 % fp32 vs 60.8 +- 2.3 % bf16 (t = 0.6, p ~ 0.55). The study's
 # badger trains 1.7x faster under bf16 but lower: `bench_fidelity.py --runs 12 [--precision
 # bf16]` (easy demo pair, 128 px, seeds 0-11) gave 95.9 +- 1.2 % fp32 vs 94.7 +- 1.8 % bf16
 # (Welch p = 0.058; fp32 higher in 5 seeds, lower in 1), as 6 seeds did before (96.5 vs 94.4 %,
