@@ -52,6 +52,21 @@ def test_reading_rows_keeps_resident_memory_bounded(tmp_path, monkeypatch):
     assert peak < 24  # 64 MB read, never more than ~8 MB + one batch resident
 
 
+@linux_only
+def test_the_brightness_confound_check_reads_the_cache_without_mapping_it(tmp_path, monkeypatch):
+    """Training's per-image means (check_confounds) once indexed the memory map image by image:
+    the whole cache file became this process's memory (2.7 GB for 10,000 images)."""
+    from cellclass.training.experiment import _image_means
+
+    monkeypatch.setattr(cache, "RELEASE_BYTES", 8 * 2**20)
+    pixels = _memmap(tmp_path)
+    store = PixelStore(pixels, np.zeros((64, 16)), np.ones((64, 16)), 8, ())
+    before = _rss_file_mb()
+    means = _image_means(store, chunk=5)  # 12 chunks of 5 and one of 4
+    assert _rss_file_mb() - before < 24  # 64 MB read
+    np.testing.assert_array_equal(means, np.arange(64, dtype=np.float64))
+
+
 def test_release_ignores_in_memory_arrays():
     array = np.ones((4, 8, 8, 1), np.uint8)
     release_pages(array)
