@@ -158,7 +158,22 @@ def test_find_leakage_takes_scanned_indexes(tmp_path, train):
         ("img0.tif", "copy.tif", "flipped")
     ]
     assert leakage_message(pairs).startswith("test images leak training data (1 near-dup")
+    assert pairs[0].same_class and "different classes" not in leakage_message(pairs)
     assert find_leakage(index, []) == []
+
+
+def test_a_copy_filed_under_another_class_is_called_out(tmp_path, train):
+    """One image with two labels: the warning says so, the pair says so in JSON too."""
+    test = tmp_path / "test"
+    _dataset(test, n=1, seed=4)
+    _write(test / "Treated" / "relabelled.tif", np.rot90(_texture(np.random.default_rng(0))))
+    index = scan_folder(train)
+    pairs = find_leakage(index, [scan_folder(test, class_names=index.class_names)])
+    assert [(p.first.parent.name, p.second.name, p.same_class) for p in pairs] == [
+        ("Control", "relabelled.tif", False)
+    ]
+    assert "1 of them in folders of different classes" in leakage_message(pairs)
+    assert ", different classes)" in leakage_message(pairs)
 
 
 def test_source_fields_shared_by_two_manifests_are_leakage(tmp_path, train):
@@ -179,6 +194,7 @@ def test_source_fields_shared_by_two_manifests_are_leakage(tmp_path, train):
     ]
     message = leakage_message(pairs)
     assert "1 shared source fields" in message and "\n" not in message
+    assert "1 of them in folders of different classes" in message
 
 
 def test_inspect_command_prints_and_writes_json(tmp_path, train, capsys):

@@ -196,6 +196,9 @@ def leakage_message(pairs: Sequence[DuplicatePair]) -> str:
     """One line summing up `find_leakage` pairs (not empty), with an example and what to do."""
     kinds = Counter(pair.kind for pair in pairs)
     counts = ", ".join(f"{n} {_KIND_WORDS[kind]}" for kind, n in sorted(kinds.items()))
+    crossed = sum(not pair.same_class for pair in pairs)
+    if crossed:
+        counts += f"; {crossed} of them in folders of different classes: check those labels"
     example = pairs[0]
     return (
         f"test images leak training data ({counts}), e.g. {example.second} vs {example.first} "
@@ -419,9 +422,11 @@ def _pair_text(pair: DuplicatePair, first_root: Path, second_root: Path) -> str:
 
 def _pair_detail(pair: DuplicatePair) -> str:
     """How a pair is described: "exact", or e.g. "near, similarity 0.993, 12 bits, rot90+flip"."""
+    labels = "" if pair.same_class else ", different classes"
     if pair.kind == "exact":
-        return "exact"
-    return f"{pair.kind}, similarity {pair.similarity:.3f}, {pair.distance} bits, {pair.transform}"
+        return f"exact{labels}"
+    detail = f"{pair.kind}, similarity {pair.similarity:.3f}, {pair.distance} bits"
+    return f"{detail}, {pair.transform}{labels}"
 
 
 def _more(n_items: int, limit: int) -> list[str]:
