@@ -7,18 +7,20 @@ Prints, before (perceptual hash alone, the old default of 32 bits) and after (ha
     90/180/270 degrees, mirrored, brightness/contrast-shifted, cropped by 3 or 5 % (random
     offset) and resized back, and two combinations; each copy goes into a test folder and
     counts as found when its pair with its own source is reported;
-(b) false alarms on real data of look-alike objects with no planted copies: ELPV (2,624
-    300 x 300 electroluminescence images of solar cells, split 75/25 stratified by defect
-    probability and cell type, as a user would), non-overlapping 64 x 64 tiles of scikit-image's
-    brick, grass and gravel textures (split 75/25 by texture), and the demo data
-    (`cellclass.synthetic.folders.write_demo`: two train/test pairs of fluorescence fields).
-    A flagged test image is one with at least one reported pair.
+(b) false alarms on real and synthetic data with no planted copies: ELPV (2,624 300 x 300
+    electroluminescence images of solar cells, split 75/25 stratified by defect probability
+    and cell type, as a user would), non-overlapping 64 x 64 tiles of scikit-image's brick,
+    grass and gravel textures (split 75/25 by texture), the demo data
+    (`cellclass.synthetic.folders.write_demo`: two train/test pairs of fluorescence fields),
+    and from `dataset_suite` (bench_datasets' suite) scikit-image's LFW faces and non-faces
+    (25 x 25 crops that all look alike) and the three phenotype families (aggregates, puncta
+    density, lobed nuclei). A flagged test image is one with at least one reported pair.
 
-Then a sweep of the similarity threshold (recall over all copies, test images flagged), the
-ELPV pairs of highest similarity with their distance in the dataset's order (neighbouring
-cells of one module sit next to each other), the CPU and the time taken.
+Then a sweep of the similarity threshold (recall over all copies, test images flagged), and
+whether ELPV's flagged pairs are look-alikes or repeats (`elpv_twins`: where the two cells sit
+in ELPV's order, and whether they share a label more often than chance), the CPU and the time.
 
-    .venv/bin/python benchmarks/bench_leakage.py           # ~100 s of CPU (2 cores: 2-4 min)
+    .venv/bin/python benchmarks/bench_leakage.py           # ~140 s of CPU (2 cores: 2-4 min)
     .venv/bin/python benchmarks/bench_leakage.py --quick   # a quarter of ELPV, fewer copies
 
 Needs the ``bench`` extra (``elpv-dataset``) and scikit-image.
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from dataset_suite import DATASETS  # benchmarks/, next to this file
 from PIL import Image
 
 from cellclass.data.folders import scan_folder
@@ -47,6 +50,8 @@ OLD_MAX_DISTANCE = 32  # the hash-only default before the pixel check
 MAX_DISTANCE = 64  # the candidate threshold with the pixel check
 SWEEP = (0.95, 0.97, 0.98, 0.99, 0.993, 0.995)  # similarity thresholds shown in the sweep
 TILE = 64  # side of the texture tiles
+SUITE = ("faces", "aggregates", "density", "shape")  # clean sets taken from dataset_suite
+ELPV_REPEAT = 542  # ELPV positions k and k + 542 hold the same cells (see elpv_twins)
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "neon", "asimd")
 
 
@@ -113,6 +118,15 @@ def write_textures(root: Path, rng: np.random.Generator) -> Split:
 def write_demo_splits(root: Path) -> list[Split]:
     demo = write_demo(root)
     return [Split(f"demo {name}", d.train, (d.test,)) for name, d in demo.datasets.items()]
+
+
+def write_suite_splits(root: Path, quick: bool) -> list[Split]:
+    """bench_datasets' faces (look-alike real photographs) and its three phenotype families."""
+    splits = []
+    for name in SUITE:
+        folders = DATASETS[name].build(root / name, quick)
+        splits.append(Split(name, folders.train, (folders.test,)))
+    return splits
 
 
 # ----------------------------------------------------------------------------- true copies
@@ -243,6 +257,7 @@ def main() -> None:
             write_elpv(root / "elpv", rng, step=4 if args.quick else 1),
             write_textures(root / "textures", rng),
             *write_demo_splits(root / "demo"),
+            *write_suite_splits(root / "suite", args.quick),
         ]
         clean, copies = {}, {}
         for split in splits:
@@ -300,7 +315,7 @@ def report(clean: dict, copies: dict) -> None:
     checked = ", ".join(f"{name} {len(clean[name][0])} in {clean[name][2]:.1f} s" for name in names)
     print(f"  pixel checks (hash candidates within {MAX_DISTANCE} bits): {checked}")
     sweep(clean, copies)
-    elpv_neighbours(clean.get("ELPV"))
+    elpv_twins(clean.get("ELPV"))
 
 
 def sweep(clean: dict, copies: dict) -> None:
@@ -323,16 +338,49 @@ def sweep(clean: dict, copies: dict) -> None:
         )
 
 
-def elpv_neighbours(clean) -> None:
-    """How far apart in ELPV's order the flagged pairs are (cells of one module are adjacent)."""
+def elpv_twins(clean) -> None:
+    """Are ELPV's flagged pairs look-alikes or the same cell twice? Three facts decide.
+
+    (1) Where the two cells sit in ELPV's order: cells of one module are stored together,
+    and a run of cells recurs ELPV_REPEAT places later. (2) Whether both carry one label,
+    against the agreement expected by chance: the same training cells paired with the same
+    test cells at random (within a cell type), 2,000 shuffles. (3) Which cell types they are:
+    a multicrystalline cell's grain pattern is unique to its wafer (and its sister wafers
+    cut next to it), so a poly pair that matches to 0.99 is one wafer.
+    """
     if clean is None:
         return
+    from elpv_dataset.utils import load_dataset  # the bench extra
+
+    _, probabilities, types = load_dataset()
     pairs = sorted(flagged(clean[0], MAX_DISTANCE, MIN_SIMILARITY), key=lambda p: -p.similarity)
-    gaps = [abs(int(p.first.stem[4:]) - int(p.second.stem[4:])) for p in pairs]
-    close = [sum(gap <= most for gap in gaps) for most in (3, 10)]
+    if not pairs:
+        return
+    first = np.array([int(p.first.stem[4:]) for p in pairs])
+    second = np.array([int(p.second.stem[4:]) for p in pairs])
+    gaps = np.abs(first - second)
+    agree = float(np.mean(probabilities[first] == probabilities[second]))
+    rng = np.random.default_rng(0)
+    chance = []
+    for _ in range(2000):
+        shuffled = second.copy()
+        for kind in np.unique(types[first]):
+            members = np.flatnonzero(types[first] == kind)
+            shuffled[members] = rng.permutation(second[members])
+        chance.append(np.mean(probabilities[first] == probabilities[shuffled]))
+    p_value = (np.sum(np.array(chance) >= agree) + 1) / (len(chance) + 1)
+    two_labels = int(np.sum(probabilities[first] != probabilities[second]))
+    names, counts = np.unique(types[first], return_counts=True)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in zip(names, counts, strict=True))
+    elsewhere = int(np.sum((gaps > 3) & (gaps != ELPV_REPEAT)))
     print(
-        f"\nELPV pairs kept: {len(pairs)}; {close[0]} of them at most 3 apart in ELPV's order, "
-        f"{close[1]} at most 10 (cells of one module are stored together); the most similar:"
+        f"\nELPV pairs kept: {len(pairs)} ({kinds}); in ELPV's order {np.sum(gaps <= 3)} are "
+        f"1-3 apart (neighbours in a module), {np.sum(gaps == ELPV_REPEAT)} exactly "
+        f"{ELPV_REPEAT} apart (a run of cells that recurs there), {elsewhere} "
+        f"elsewhere.\n  same label (defect probability) in {agree:.0%} of pairs; by chance "
+        f"{np.mean(chance):.0%} (p = {p_value:.4f}, 2,000 shuffles). Pairs with two labels: "
+        f"{two_labels}. "
+        "The most similar:"
     )
     for pair, gap in list(zip(pairs, gaps, strict=True))[:8]:
         print(
