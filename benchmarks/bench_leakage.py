@@ -18,7 +18,8 @@ Prints, before (perceptual hash alone, the old default of 32 bits) and after (ha
 
 Then a sweep of the similarity threshold (recall over all copies, test images flagged), and
 whether ELPV's flagged pairs are look-alikes or repeats (`elpv_twins`: where the two cells sit
-in ELPV's order, and whether they share a label more often than chance), the CPU and the time.
+in ELPV's order, and whether they share a label more often than chance), what `split_folder`
+(``cellclass prepare split``) makes of the same ELPV images, the CPU and the time.
 
     .venv/bin/python benchmarks/bench_leakage.py           # ~140 s of CPU (2 cores: 2-4 min)
     .venv/bin/python benchmarks/bench_leakage.py --quick   # a quarter of ELPV, fewer copies
@@ -43,6 +44,7 @@ from PIL import Image
 
 from cellclass.data.folders import scan_folder
 from cellclass.data.images import read_image
+from cellclass.inspection import split_folder
 from cellclass.inspection.scan import MIN_SIMILARITY, DuplicatePair, duplicate_pairs, scan_images
 from cellclass.synthetic.folders import write_demo
 
@@ -267,6 +269,7 @@ def main() -> None:
             truth = write_copies(split, folder, 12 if args.quick else 40, rng)
             copies[split.name] = (candidates(split.train, folder)[0], truth)
         report(clean, copies)
+        resplit(splits[0], root / "elpv_resplit")
     print(f"\nCPU: {cpu_line()}")
     print(f"time: {time.perf_counter() - started:.0f} s ({time.process_time():.0f} s of CPU)")
 
@@ -336,6 +339,25 @@ def sweep(clean: dict, copies: dict) -> None:
             + "".join(f"{c:>16}" for c in cells)
             + mark
         )
+
+
+def resplit(split: Split, root: Path) -> None:
+    """The same images put back in one tree and split by `split_folder`: still flagged?"""
+    for folder in (split.train, *split.tests):
+        for path in folder.rglob("*.png"):
+            target = root / "all" / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    started = time.perf_counter()
+    result = split_folder(root / "all", root / "split")
+    seconds = time.perf_counter() - started
+    pairs, n_test, _ = candidates(result.train, result.test)
+    n_flagged = len({pair.second for pair in flagged(pairs, MAX_DISTANCE, MIN_SIMILARITY)})
+    print(
+        f"\n{split.name} split again by split_folder (cellclass prepare split, 25 %, "
+        f"{seconds:.0f} s): {result.n_twin_pairs} duplicate pairs within the images joined "
+        f"{result.n_joined} cells into groups; test images flagged: {n_flagged} of {n_test}"
+    )
 
 
 def elpv_twins(clean) -> None:

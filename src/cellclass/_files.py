@@ -48,3 +48,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def relative_path(path: str | os.PathLike, folder: str | os.PathLike) -> str:
+    """`path` relative to `folder` ("../raw/A/f.tif"), or absolute on another drive."""
+    try:
+        return Path(os.path.relpath(path, folder)).as_posix()
+    except ValueError:  # Windows: no relative path between drives
+        return Path(path).as_posix()

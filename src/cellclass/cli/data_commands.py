@@ -47,9 +47,11 @@ def add_models_parser(commands) -> None:
 
 
 def add_prepare_parser(commands) -> None:
-    prepare = commands.add_parser("prepare", help="tile or rotate a class-folder tree (manifest)")
+    prepare = commands.add_parser(
+        "prepare", help="tile, rotate or split a class-folder tree (manifest)"
+    )
     steps = prepare.add_subparsers(
-        dest="prepare_command", required=True, metavar="STEP", help="tile or rotate"
+        dest="prepare_command", required=True, metavar="STEP", help="tile, rotate or split"
     )
     tile = steps.add_parser("tile", help="cut every field into tiles, keeping dtype and format")
     rotate = steps.add_parser("rotate", help="write really rotated (and mirrored) copies")
@@ -96,6 +98,30 @@ def add_prepare_parser(commands) -> None:
             "--skip-bad-images", action="store_true",
             help="list unreadable images and go on instead of stopping",
         )  # fmt: skip
+    add_split_parser(steps)
+
+
+def add_split_parser(steps) -> None:
+    split = steps.add_parser(
+        "split",
+        help="copy into DST/train and DST/test, keeping source fields and duplicates together",
+    )
+    split.add_argument("src", metavar="SRC", help="one subfolder per class (only read)")
+    split.add_argument("dst", metavar="DST", help="gets train/ and test/, each with manifest.csv")
+    split.add_argument(
+        "--test-fraction", type=float, default=0.25, metavar="F",
+        help="share of each class's images for test/ (default 0.25; whole groups, so about)",
+    )  # fmt: skip
+    split.add_argument("--seed", type=int, default=0, help="the same seed gives the same split")
+    split.add_argument(
+        "--group-by", metavar="REGEX",
+        help="regex on file names giving the source field (when SRC has no manifest.csv)",
+    )  # fmt: skip
+    split.add_argument(
+        "--allow-twins", action="store_true",
+        help="do not look for duplicates: split by source field alone (faster)",
+    )  # fmt: skip
+    split.add_argument("--page", type=int, default=0, help="page of multi-page TIFFs")
 
 
 def add_inspect_parser(commands) -> None:
@@ -181,6 +207,16 @@ def cmd_prepare(args) -> int:
     import cellclass.prepare as prepare
 
     progress = progress_bar(args.prepare_command, args.quiet)
+    if args.prepare_command == "split":
+        import cellclass.inspection as inspection
+
+        settings = inspection.SplitSettings(
+            test_fraction=args.test_fraction, seed=args.seed, group_by=args.group_by,
+            twins=not args.allow_twins, page=args.page,
+        )  # fmt: skip
+        split = inspection.split_folder(args.src, args.dst, settings, progress=progress)
+        print(for_terminal(inspection.format_split(split)))
+        return 0
     if args.prepare_command == "tile":
         settings = prepare.TileSettings(
             grid=args.grid, tile_size=args.tile_size, edge=args.edge,

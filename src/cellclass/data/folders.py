@@ -33,6 +33,17 @@ from cellclass.data.images import BIOIO_EXTENSIONS, IMAGE_EXTENSIONS, is_image_p
 
 PHANTOM_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini", "ehthumbs.db"})
 MANIFEST_NAME = "manifest.csv"
+MANIFEST_COLUMNS = [  # what `cellclass prepare` writes, one row per file
+    "path",
+    "class",
+    "source",
+    "parent",
+    "step",
+    "tile_row",
+    "tile_col",
+    "angle",
+    "flip",
+]
 
 
 class FolderError(ValueError):

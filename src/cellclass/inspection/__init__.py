@@ -1,6 +1,7 @@
 """Inspect a class-folder dataset before training (layer 2): decoding and hashing each image
 once and confirming duplicate pairs pixel by pixel (`scan`); per-class statistics, duplicates,
-leakage between folders and the printed report (`dataset`).
+leakage between folders and the printed report (`dataset`); a train/test split that keeps
+source fields and duplicates on one side (`splitting`).
 """
 
 from cellclass.inspection.dataset import (
@@ -25,8 +26,18 @@ from cellclass.inspection.scan import (
     ScanResult,
     scan_images,
 )
+from cellclass.inspection.splitting import (
+    SplitResult,
+    SplitSettings,
+    format_split,
+    split_folder,
+)
 
 __all__ = [
+    "SplitResult",
+    "SplitSettings",
+    "format_split",
+    "split_folder",
     "CONFOUND_EFFECT",
     "ClassSummary",
     "DuplicatePair",

@@ -203,7 +203,8 @@ def leakage_message(pairs: Sequence[DuplicatePair]) -> str:
     return (
         f"test images leak training data ({counts}), e.g. {example.second} vs {example.first} "
         f"({_pair_detail(example)}); list all with inspect_dataset(TRAIN_DIR, "
-        "against=TEST_DIR) and move or remove them"
+        "against=TEST_DIR) and move or remove them, or split again with split_folder (keeps "
+        "duplicates on one side)"
     )
 
 

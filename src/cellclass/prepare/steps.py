@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from cellclass import results
+from cellclass._files import relative_path
 from cellclass.csv_cells import unescape_row
-from cellclass.data.folders import MANIFEST_NAME, scan_folder
+from cellclass.data.folders import MANIFEST_COLUMNS, MANIFEST_NAME, scan_folder
 from cellclass.data.images import ImageReadError, read_image, write_image
 from cellclass.prepare.rotation import (
     FILL_MODES,
@@ -55,17 +56,6 @@ __all__ = [
     "tile_folder",
 ]
 
-MANIFEST_COLUMNS = [
-    "path",
-    "class",
-    "source",
-    "parent",
-    "step",
-    "tile_row",
-    "tile_col",
-    "angle",
-    "flip",
-]
 _TILE_NAME = re.compile(r"(?P<stem>.+)_r\d+c\d+")  # stem of an existing tile output
 _FAIR_DROP_GAP = 0.1  # warn when the share of tiles dropped differs more between classes
 _ROTATION_NAME = re.compile(r"(?P<stem>.+)_a-?\d+(?:\.\d+)?(?:_f[hv])?")
@@ -264,7 +254,8 @@ def _write_outputs(
     out_dir = dst / rel.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     inherited = {key: parent_row.get(key, "") for key in MANIFEST_COLUMNS}
-    source = _path_from(dst, src / parent_row["source"] if parent_row.get("source") else src / rel)
+    origin = src / parent_row["source"] if parent_row.get("source") else src / rel
+    source = relative_path(origin, dst)
     rows: list[dict | None] = []
     for tag, pixels, fields in step.make(image):
         if pixels is None:
@@ -280,18 +271,10 @@ def _write_outputs(
                 "class": rel.parts[0],
                 "source": source,
                 "step": step.name,
-                "parent": _path_from(dst, src / rel),
+                "parent": relative_path(src / rel, dst),
             }
         )
     return rows
-
-
-def _path_from(folder: Path, path: Path) -> str:
-    """`path` relative to `folder` ("../raw/A/f.tif"), or absolute on another drive."""
-    try:
-        return Path(os.path.relpath(path, folder)).as_posix()
-    except ValueError:  # Windows: no relative path between drives
-        return path.as_posix()
 
 
 def _output_suffix(suffix: str, pixels: np.ndarray) -> str:
