@@ -19,19 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import train_test_split
 
-from cellclass.data.folders import scan_folder
 from cellclass.data.images import write_image
-from cellclass.inspection.dataset import InspectSettings
-from cellclass.inspection.scan import duplicate_pairs, scan_images
+from cellclass.inspection import SplitSettings, split_folder
 from cellclass.synthetic.folders import DEMO_DATASETS, write_class_folders
 from cellclass.synthetic.phenotypes import write_family
 
 SPLIT_SEED = 0  # seed of every random train/test split and of every generator
-MAX_DISTANCE = InspectSettings.max_distance  # hash candidates for the twin check (64 bits)
 TILE = 64  # texture tile side, pixels (8 x 8 tiles per 512-pixel image)
 
 
@@ -72,14 +67,14 @@ def _stratified_test(labels: list[str], test_size: float = 0.25) -> np.ndarray:
 
 def build_elpv(root: Path, quick: bool) -> Folders:
     """ELPV solar cells (300 x 300, 8-bit): defect probability 0 -> functional, 1 ->
-    defective (0.33 and 0.67 left out); a stratified 75/25 split that keeps twins together.
-    Quick: 300 images.
+    defective (0.33 and 0.67 left out); split 75/25 by ``cellclass prepare split``, which keeps
+    twins on one side. Quick: 300 images.
 
     ELPV holds the same cell more than once (`bench_leakage.py`: neighbouring cells of one
-    module that match to the pixel, a run of cells stored twice 542 places apart); a plain
+    module that match to the pixel, a run of cells that recurs 542 places later); a plain
     random split puts about 8 % of the test cells' twins in training, which cellclass's
-    leakage check reports. So cells joined by a near-duplicate pair (that check, within the
-    kept cells) form one group, and whole groups go to train or test."""
+    leakage check reports. `split_folder` joins the images of every near-duplicate pair into
+    one group and puts whole groups on one side, stratified by class."""
     from elpv_dataset.utils import load_dataset  # optional: pip install cellclass[bench]
 
     images, probabilities, _ = load_dataset()
@@ -87,30 +82,13 @@ def build_elpv(root: Path, quick: bool) -> Folders:
     if quick:
         rng = np.random.default_rng(SPLIT_SEED)
         keep = np.sort(rng.choice(keep, 300, replace=False))
-    labels = ["defective" if probabilities[k] == 1 else "functional" for k in keep]
-    groups = _twin_groups(root / "all", images[keep], labels)
-    folds = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=SPLIT_SEED)
-    _, test = next(folds.split(keep, labels, groups))
-    return _write_split(root, images[keep], labels, np.isin(np.arange(len(keep)), test))
-
-
-def _twin_groups(scratch: Path, images: np.ndarray, labels: list[str]) -> np.ndarray:
-    """(N,) group of each image: images linked by exact or near-duplicate pairs share one.
-
-    The images are written to `scratch` (removed afterwards) and checked as cellclass checks a
-    training folder for duplicates (`cellclass.inspection.scan`, default thresholds).
-    """
-    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
-        (scratch / label).mkdir(parents=True, exist_ok=True)
-        write_image(scratch / label / f"{k:05d}.png", image)
-    scan = scan_images(scan_folder(scratch), 0, None)
-    position = {path.name: int(path.stem) for path in scan.paths}
-    pairs = duplicate_pairs(scan, None, max_distance=MAX_DISTANCE)
-    rows = [position[pair.first.name] for pair in pairs]
-    cols = [position[pair.second.name] for pair in pairs]
-    links = coo_matrix((np.ones(len(pairs)), (rows, cols)), shape=(len(images), len(images)))
-    shutil.rmtree(scratch)
-    return connected_components(links, directed=False)[1]
+    for k in keep:
+        label = "defective" if probabilities[k] == 1 else "functional"
+        (root / "all" / label).mkdir(parents=True, exist_ok=True)
+        write_image(root / "all" / label / f"{label}_{k:04d}.png", images[k])
+    split = split_folder(root / "all", root, SplitSettings(test_fraction=0.25, seed=SPLIT_SEED))
+    shutil.rmtree(root / "all")
+    return Folders(split.train, split.test)
 
 
 def build_faces(root: Path, quick: bool) -> Folders:
