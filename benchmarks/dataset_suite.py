@@ -86,7 +86,8 @@ def build_elpv(root: Path, quick: bool) -> Folders:
         label = "defective" if probabilities[k] == 1 else "functional"
         (root / "all" / label).mkdir(parents=True, exist_ok=True)
         write_image(root / "all" / label / f"{label}_{k:04d}.png", images[k])
-    split = split_folder(root / "all", root, SplitSettings(test_fraction=0.25, seed=SPLIT_SEED))
+    settings = SplitSettings(test_fraction=0.25, seed=SPLIT_SEED)
+    split = split_folder(root / "all", root / "split", settings)
     shutil.rmtree(root / "all")
     return Folders(split.train, split.test)
 

@@ -54,7 +54,8 @@ ELPV's order (1-3 apart: cells of one module, stored together) and 10 exactly 54
 of cells that recurs there); 30 are multicrystalline cells, whose grain pattern is unique to a
 wafer and its sister wafers yet matches to the pixel; and the two cells share their defect
 label in 88 % of pairs against 66 % for the same cells paired at random (p < 0.001). A random
-split of ELPV leaks; `benchmarks/dataset_suite.py` splits it with these pairs kept together.
+split of ELPV leaks; `cellclass.inspection.splitting.split_folder` keeps such pairs on one
+side (on ELPV: 0 test images flagged).
 The one non-face pair is two featureless background crops whose only structure is a dark edge
 along one side, one 5 times brighter than the other: by its pixels, a copy at another
 exposure, and the check (blind to brightness and contrast by design) cannot say otherwise.

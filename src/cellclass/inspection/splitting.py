@@ -129,7 +129,11 @@ def _join_twins(
     if scan.corrupt:
         path, why = scan.corrupt[0]
         raise FolderError(f"cannot read {path} ({why}); fix or remove it before splitting")
-    pairs = duplicate_pairs(scan, None, SPLIT_MAX_DISTANCE, MIN_SIMILARITY)
+    # both orders of every pair: the hash compares one image's 8 transforms with the other as
+    # is, and the pixel check the second's centre with the first, so a pair near a threshold
+    # can pass one way only; the leakage check later meets it in either order
+    pairs = duplicate_pairs(scan, scan, SPLIT_MAX_DISTANCE, MIN_SIMILARITY)
+    pairs = [pair for pair in pairs if pair.first != pair.second]
     names = sorted(set(index.groups))
     number = {name: k for k, name in enumerate(names)}
     group_of = dict(zip(scan.paths, scan.groups, strict=True))
@@ -139,7 +143,8 @@ def _join_twins(
     component = connected_components(links, directed=False)[1]
     sizes = np.bincount(component)
     joined = int(np.sum(sizes[sizes > 1]))
-    return [f"twins-{component[number[group]]}" for group in index.groups], len(pairs), joined
+    n_pairs = len({frozenset((pair.first, pair.second)) for pair in pairs})
+    return [f"twins-{component[number[group]]}" for group in index.groups], n_pairs, joined
 
 
 def _read_manifest(src: Path) -> dict[str, dict]:
