@@ -78,6 +78,29 @@ def test_without_the_twin_check_some_seed_puts_a_copy_on_the_other_side(tmp_path
     assert max(leaked) > 0
 
 
+def test_an_interrupted_split_leaves_nothing_and_runs_again(tmp_path, monkeypatch):
+    import cellclass.inspection.splitting as splitting
+
+    src = tmp_path / "all"
+    _with_copies(src, n=4, copies=1)
+    copied = []
+    real_copy = splitting.shutil.copyfile
+
+    def interrupt_after_three(a, b):
+        if len(copied) == 3:
+            raise KeyboardInterrupt
+        copied.append(b)
+        return real_copy(a, b)
+
+    monkeypatch.setattr(splitting.shutil, "copyfile", interrupt_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        split_folder(src, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []  # no train/, test/ or hidden staging left
+    monkeypatch.setattr(splitting.shutil, "copyfile", real_copy)
+    result = split_folder(src, tmp_path / "out")
+    assert sum(sum(side.values()) for side in result.counts.values()) == 10
+
+
 def test_the_same_seed_gives_the_same_split_and_another_seed_another(tmp_path):
     src = tmp_path / "all"
     _with_copies(src)

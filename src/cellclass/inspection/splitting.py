@@ -7,15 +7,17 @@ that match to the pixel, see `cellclass.inspection.scan`). `split_folder` groups
 source field, joins the groups of every exact or near-duplicate pair that the leakage check
 finds within the folder (same thresholds), and puts whole groups on one side, stratified by
 class as far as the groups allow (`cellclass.data.folders.grouped_split`). Files are copied
-byte for byte, each atomically; SRC is only read. Each side gets a ``manifest.csv`` whose
-``source`` column keeps naming the original field, so later steps and the leakage check still
-see where every file came from.
+byte for byte into a hidden folder in DST that is renamed to ``train/`` and ``test/`` once
+complete, so an interrupted split leaves nothing to clean up; SRC is only read. Each side gets
+a ``manifest.csv`` whose ``source`` column keeps naming the original field, so later steps and
+the leakage check still see where every file came from.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from cellclass import results
-from cellclass._files import atomic_path, relative_path
+from cellclass._files import relative_path
 from cellclass.data.folders import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
@@ -100,12 +102,20 @@ def split_folder(
     for group, sample in zip(groups, index.samples, strict=True):
         first.setdefault(group, sample.group)
     counts = {}
-    for side, chosen in sides.items():
-        rows = [
-            _copy(src, dst / side, index.samples[k], first[groups[k]], manifest) for k in chosen
-        ]
-        results.write_table(dst / side / MANIFEST_NAME, MANIFEST_COLUMNS, rows)
-        counts[side] = {name: sum(r["class"] == name for r in rows) for name in index.class_names}
+    dst.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".split-", dir=dst))  # an interrupted split leaves
+    try:  # neither train/ nor test/ behind, so running it again just works
+        for side, chosen in sides.items():
+            rows = [
+                _copy(src, staging / side, dst / side, index.samples[k], first[groups[k]], manifest)
+                for k in chosen
+            ]
+            results.write_table(staging / side / MANIFEST_NAME, MANIFEST_COLUMNS, rows)
+            counts[side] = {c: sum(r["class"] == c for r in rows) for c in index.class_names}
+        for side in SIDES:
+            os.replace(staging / side, dst / side)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return SplitResult(dst / "train", dst / "test", counts, len(set(groups)), n_pairs, n_joined)
 
 
@@ -153,8 +163,11 @@ def _read_manifest(src: Path) -> dict[str, dict]:
     return {row["path"]: row for row in results.read_table(path)} if path.is_file() else {}
 
 
-def _copy(src: Path, side: Path, sample: Sample, source: str, manifest: dict[str, dict]) -> dict:
-    """Copy one file from SRC to the same place under `side`; its manifest row.
+def _copy(
+    src: Path, staging: Path, side: Path, sample: Sample, source: str, manifest: dict[str, dict]
+) -> dict:
+    """Copy one file from SRC to the same place under `staging`; its manifest row, with paths
+    relative to `side`, where `staging` will be moved.
 
     `source` is the group's source field as SRC's scan gives it (a manifest's source, the
     ``group_by`` field, or the file itself; for duplicates joined into one group, its first
@@ -162,8 +175,8 @@ def _copy(src: Path, side: Path, sample: Sample, source: str, manifest: dict[str
     group together; ``parent`` names the file itself.
     """
     relative = sample.path.relative_to(src)
-    with atomic_path(side / relative, suffix=sample.path.suffix) as temporary:
-        shutil.copyfile(sample.path, temporary)
+    (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sample.path, staging / relative)
     row = {key: manifest.get(relative.as_posix(), {}).get(key, "") for key in MANIFEST_COLUMNS}
     return {
         **row,
