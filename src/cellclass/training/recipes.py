@@ -53,14 +53,16 @@ sd of test accuracy, `compact` -> candidates):
 - the feature baseline still beats every CNN on the demo's hard dataset (74.3 +- 1.2 %): its
   hand-made spot and intensity statistics fit that generator's phenotype closely.
 
-Held-out results with ``compact-fine`` (`bench_datasets.py`, 128 px, 3 runs, ELPV 2): strong
-beats the reference and the feature baseline by more than the run-to-run sd on ELPV (84.1 vs
-76.8 / 81.9 %), puncta density (77.7 vs 53.0 / 71.0 %) and lobed nuclei (81.0 vs 48.7 / 76.3
-%). It does NOT on LFW faces (96.7 +- 2.3 vs features 98.0 %: both at the ceiling of 25-px
-crops), nor on the demo's hard tuning set (68.3 vs 74.3 %), nor on ELPV at 256 px (81.5 +- 0.5
-vs features 83.2 +- 0.1 %, 2 runs; why was not studied). Caveat: the density family's effect
-size was set while the old stem was tried on it (helper's calibration), so that row is not
-fully untouched.
+Held-out results with ``compact-fine`` (`bench_datasets.py`, 128 px, 3 runs, ELPV 5): strong
+beats the reference and the feature baseline by more than the run-to-run sd on ELPV (81.7 +-
+0.9 vs 75.1 +- 4.2 / 80.4 +- 0.3 %; at 256 px, 2 runs, 83.0 vs 78.3 / 80.0 %), puncta density
+(77.7 vs 53.0 / 71.0 %) and lobed nuclei (81.0 vs 48.7 / 76.3 %). It does NOT on LFW faces
+(96.7 +- 2.3 vs features 98.0 %: both at the ceiling of 25-px crops), nor on the demo's hard
+tuning set (68.3 vs 74.3 %). ELPV is split by `cellclass.inspection.split_folder` (twins on
+one side); on the earlier random split, which leaks (the same cells twice, see
+`cellclass.inspection.scan`), the features led at 256 px (83.2 vs 81.5 %, 2 runs; different
+test cells, so not a paired comparison). Caveat: the density family's effect size was set
+while the old stem was tried on it (helper's calibration), so that row is not fully untouched.
 
 Every field can be changed from the command line (``--set lr=3e-4``...) and is written to
 ``config.json``.
