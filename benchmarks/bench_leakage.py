@@ -21,7 +21,7 @@ whether ELPV's flagged pairs are look-alikes or repeats (`elpv_twins`: where the
 in ELPV's order, and whether they share a label more often than chance), what `split_folder`
 (``cellclass prepare split``) makes of the same ELPV images, the CPU and the time.
 
-    .venv/bin/python benchmarks/bench_leakage.py           # ~140 s of CPU (2 cores: 2-4 min)
+    .venv/bin/python benchmarks/bench_leakage.py           # ~210 s of CPU (2 cores: 3-4 min)
     .venv/bin/python benchmarks/bench_leakage.py --quick   # a quarter of ELPV, fewer copies
 
 Needs the ``bench`` extra (``elpv-dataset``) and scikit-image.
