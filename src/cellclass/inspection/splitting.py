@@ -28,6 +28,7 @@ from scipy.sparse.csgraph import connected_components
 
 from cellclass import results
 from cellclass._files import relative_path
+from cellclass.choices import MAX_DISTANCE, MIN_SIMILARITY  # the leakage check's thresholds
 from cellclass.data.folders import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
@@ -37,10 +38,9 @@ from cellclass.data.folders import (
     grouped_split,
     scan_folder,
 )
-from cellclass.inspection.scan import MIN_SIMILARITY, duplicate_pairs, scan_images
+from cellclass.inspection.scan import duplicate_pairs, scan_images
 
 SIDES = ("train", "test")
-SPLIT_MAX_DISTANCE = 64  # hash candidates, as the leakage check (InspectSettings.max_distance)
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def _join_twins(
     # both orders of every pair: the hash compares one image's 8 transforms with the other as
     # is, and the pixel check the second's centre with the first, so a pair near a threshold
     # can pass one way only; the leakage check later meets it in either order
-    pairs = duplicate_pairs(scan, scan, SPLIT_MAX_DISTANCE, MIN_SIMILARITY)
+    pairs = duplicate_pairs(scan, scan, MAX_DISTANCE, MIN_SIMILARITY)
     pairs = [pair for pair in pairs if pair.first != pair.second]
     names = sorted(set(index.groups))
     number = {name: k for k, name in enumerate(names)}
